@@ -1,0 +1,203 @@
+"""Backtracking GD and its variants (paper Sec. 2.1, 3.3, 3.4) as ``torch.optim`` optimizers.
+
+* :class:`BacktrackingGD` - Armijo's rule: the largest ``lr0 beta^k`` passing (7).
+* :class:`TwoWayBacktrackingGD` - Sec. 3.3: start from the previous step, may grow
+  back up to ``lr0``.
+* :class:`UnboundedBacktrackingGD` - Sec. 3.4: start from ``lr0``, may grow past it
+  up to ``h(||grad f||)``; default ``h(t) = lr0`` for t > 1 and ``lr0 / sqrt(t)``
+  for t <= 1 (the choice of the paper's Examples 3.6-3.7).
+* :class:`InexactBacktrackingGD` - Sec. 2.1: the same rule along a supplied direction
+  v, after checking condition (i): ``A1 ||g|| <= ||v|| <= A2 ||g||`` and
+  ``<g, v> >= mu ||g|| ||v||``.
+
+``lr`` is the paper's delta_0. The step sizes actually taken are read from
+``optimizer.last_search["lr"]``. The searches themselves are in :mod:`mbt.optim.armijo`.
+
+Choices (see also :mod:`mbt.optim.armijo`):
+
+* Two-way's very first step starts from ``lr0`` (there is no delta_{-1}).
+* Inexact: a direction that violates condition (i) is replaced by the gradient
+  (which always satisfies it when ``A1 <= 1 <= A2``) and counted in
+  ``search_state["condition_i_failures"]``; ``on_violation="raise"`` makes it an error
+  instead. Silently using a non-descent direction would void Theorem 2.1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+
+from .armijo import armijo_search
+from .base import LineSearchOptimizer, check_range
+from .closure import Closure
+
+__all__ = [
+    "BacktrackingGD",
+    "TwoWayBacktrackingGD",
+    "UnboundedBacktrackingGD",
+    "InexactBacktrackingGD",
+    "default_h",
+    "condition_i",
+]
+
+MODES = ("standard", "two_way", "unbounded")
+Direction = Callable[[Sequence[torch.Tensor], Sequence[torch.Tensor]], Sequence[torch.Tensor]]
+
+
+def default_h(grad_norm: float, lr0: float) -> float:
+    """h(t) = lr0 for t > 1, lr0/sqrt(t) for t <= 1 (Sec. 3.4); t h(t) -> 0 as t -> 0."""
+    if grad_norm > 1.0:
+        return lr0
+    if grad_norm <= 0.0:
+        return math.inf
+    return lr0 / math.sqrt(grad_norm)
+
+
+def condition_i(g_norm: float, v_norm: float, g_dot_v: float, A1: float, A2: float, mu: float):
+    """Condition (i) of Inexact Backtracking GD, eqs. (4)-(5)."""
+    return A1 * g_norm <= v_norm <= A2 * g_norm and g_dot_v >= mu * g_norm * v_norm
+
+
+class BacktrackingGD(LineSearchOptimizer):
+    """Backtracking gradient descent (Armijo's rule), Sec. 2.1.
+
+    Args:
+        params: iterable of parameters or dicts defining parameter groups (a group may
+            set ``lr_scale``; see :mod:`mbt.optim.base`).
+        lr: delta_0, the largest step tried (and the cap of the two-way variant).
+        alpha: Armijo constant in (0, 1).
+        beta: shrink factor in (0, 1).
+        mode: ``"standard"`` (restart at lr0), ``"two_way"`` (Sec. 3.3) or
+            ``"unbounded"`` (Sec. 3.4).
+        h: for ``mode="unbounded"``, the cap ``h(||grad f||, lr0)``; default
+            :func:`default_h`.
+        max_trials: at most this many evaluations of f per search.
+        min_lr: the shrink loop stops below this step; the step is then skipped.
+
+    ``step(closure)`` calls ``closure(backward=True)`` once at the current point and
+    ``closure(backward=False)`` at every trial point (see :mod:`mbt.optim.closure`);
+    it returns the loss at the point where the step started.
+    """
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1.0,
+        alpha: float = 0.5,
+        beta: float = 0.7,
+        *,
+        mode: str = "standard",
+        h: Callable[[float, float], float] | None = None,
+        max_trials: int = 100,
+        min_lr: float = 1e-16,
+    ):
+        if mode not in MODES:
+            raise ValueError(f"Invalid mode: {mode!r} (expected one of {', '.join(MODES)})")
+        if h is not None and mode != "unbounded":
+            raise ValueError("h is only used by mode='unbounded'")
+        self.mode = mode
+        self.h = default_h if h is None else h
+        defaults = dict(lr=lr, alpha=alpha, beta=beta, max_trials=max_trials, min_lr=min_lr)
+        super().__init__(params, defaults)
+
+    def _direction(self, params, grads, scales) -> list[torch.Tensor]:
+        """v = D grad f (D from the groups' lr_scale); subclasses may change it."""
+        return [g if s == 1.0 else g * s for g, s in zip(grads, scales)]
+
+    def _start_and_cap(self, lr0: float, grad_norm: float) -> tuple[float, bool, float]:
+        if self.mode == "standard":
+            return lr0, False, lr0
+        if self.mode == "two_way":
+            previous = self.search_state.get("lr")
+            # After a skipped step (lr 0) restart from lr0 rather than from nothing.
+            start = previous if previous else lr0
+            return start, True, lr0
+        return lr0, True, self.h(grad_norm, lr0)
+
+    @torch.no_grad()
+    def step(self, closure: Closure | None = None) -> torch.Tensor:  # type: ignore[override]
+        closure = self._require_closure(closure)
+        group = self.param_groups[0]
+        params, scales = self._params_with_scale()
+        f0 = self._loss(closure, backward=True)
+        grads = self._grads(params)
+        direction = self._direction(params, grads, scales)
+        slope = self._dot(grads, direction)
+        grad_norm = math.sqrt(max(self._dot(grads, grads), 0.0))
+        origin = [p.detach().clone() for p in params]
+
+        def phi(lr: float) -> float:
+            self._set_point(params, origin, direction, lr)
+            return self._loss(closure, backward=False)
+
+        start, grow, cap = self._start_and_cap(group["lr"], grad_norm)
+        result = armijo_search(
+            phi, f0, slope, start, alpha=group["alpha"], beta=group["beta"], grow=grow,
+            lr_max=cap, max_trials=group["max_trials"], min_lr=group["min_lr"],
+        )
+        self._set_point(params, origin, direction, result.lr)
+        if result.lr > 0.0:
+            self.search_state["lr"] = result.lr
+        self._record(result, f0=f0, grad_evals=1, grad_norm=grad_norm, start=start)
+        return torch.tensor(f0)
+
+
+class TwoWayBacktrackingGD(BacktrackingGD):
+    """Two-way Backtracking GD (Sec. 3.3): :class:`BacktrackingGD` with ``mode="two_way"``."""
+
+    def __init__(self, params, lr=1.0, alpha=0.5, beta=0.7, *, max_trials=100, min_lr=1e-16):
+        super().__init__(params, lr, alpha, beta, mode="two_way",
+                         max_trials=max_trials, min_lr=min_lr)
+
+
+class UnboundedBacktrackingGD(BacktrackingGD):
+    """Unbounded Backtracking GD (Sec. 3.4): ``mode="unbounded"`` with cap ``h``."""
+
+    def __init__(self, params, lr=1.0, alpha=0.5, beta=0.7, *, h=None, max_trials=100,
+                 min_lr=1e-16):
+        super().__init__(params, lr, alpha, beta, mode="unbounded", h=h,
+                         max_trials=max_trials, min_lr=min_lr)
+
+
+class InexactBacktrackingGD(BacktrackingGD):
+    """Inexact Backtracking GD (Sec. 2.1): Armijo along ``v = direction(grads, params)``.
+
+    Args:
+        direction: maps the gradients (and parameters) to the direction v, one tensor
+            per parameter; ``None`` means v = grad f.
+        A1, A2, mu: the constants of condition (i), eqs. (4)-(5).
+        on_violation: ``"gradient"`` (fall back to v = grad f) or ``"raise"``.
+        Other arguments as :class:`BacktrackingGD` (``mode`` included).
+    """
+
+    def __init__(self, params, lr=1.0, alpha=0.5, beta=0.7, *, direction: Direction | None = None,
+                 A1: float = 0.5, A2: float = 2.0, mu: float = 0.5,
+                 on_violation: str = "gradient", **kwargs):
+        check_range("A1", A1, 0.0, math.inf)
+        check_range("A2", A2, 0.0, math.inf)
+        check_range("mu", mu, 0.0, 1.0, closed_high=True)
+        if A1 > A2:
+            raise ValueError(f"Invalid A1, A2: need A1 <= A2, got {A1} > {A2}")
+        if on_violation not in ("gradient", "raise"):
+            raise ValueError(f"Invalid on_violation: {on_violation!r}")
+        self.direction_fn = direction
+        self.A1, self.A2, self.mu, self.on_violation = A1, A2, mu, on_violation
+        super().__init__(params, lr, alpha, beta, **kwargs)
+
+    def _direction(self, params, grads, scales):
+        if self.direction_fn is None:
+            return super()._direction(params, grads, scales)
+        v = [t.detach() for t in self.direction_fn(grads, params)]
+        g_norm = math.sqrt(self._dot(grads, grads))
+        ok = condition_i(g_norm, math.sqrt(self._dot(v, v)), self._dot(grads, v),
+                         self.A1, self.A2, self.mu)
+        state = self.search_state
+        state["condition_i_failures"] = state.get("condition_i_failures", 0) + (not ok)
+        if ok:
+            return v
+        if self.on_violation == "raise":
+            raise ValueError("direction violates condition (i) of Inexact Backtracking GD "
+                             f"(A1={self.A1}, A2={self.A2}, mu={self.mu})")
+        return super()._direction(params, grads, scales)
