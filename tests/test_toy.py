@@ -1,0 +1,121 @@
+"""The toy experiments (paper Sec. 3.3-3.4): functions, Examples 3.6/3.7, the CLI contract."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mbt.toy import run_toy
+from mbt.toy.functions import FUNCTIONS, get_function
+
+JSON_KEYS = {"function", "method", "iterations", "point", "lr", "f", "grad_norm", "seconds"}
+
+
+def run_cli(*overrides: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mbt.toy", *overrides], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+# --- functions -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,point,value", [
+    ("quartic", [1.0, -2.0], 17.0),
+    ("rosenbrock", [1.0, 1.0], 0.0),
+    ("rosenbrock", [0.0, 0.0], 1.0),
+    ("x3sin", [0.5, 2.0], 0.125 * math.sin(2.0) + 8 * math.sin(0.5)),
+    ("mexican_hat", [1.2, 0.0], 0.0),  # zero outside the unit disc
+    ("mexican_hat", [0.0, 0.0], math.exp(-1.0)),  # r = 0: f = exp(-1)
+])
+def test_function_values(name, point, value):
+    z = torch.tensor(point, dtype=torch.float64)
+    assert float(get_function(name)(z)) == pytest.approx(value, rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_autograd_gradient_matches_finite_differences(name):
+    z = torch.tensor([0.3, -0.4], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(get_function(name), (z,))
+
+
+def test_unknown_function_lists_choices():
+    with pytest.raises(ValueError, match="quartic"):
+        get_function("sphere")
+
+
+# --- the paper's examples ---------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["backtracking", "unbounded"])
+def test_example_3_6_reaches_paper_point_after_10_steps(method):
+    res = run_toy("x3sin", method, [4, -5], alpha=0.5, beta=0.7, lr0=1.0, max_iters=10)
+    assert res.iterations == 10
+    assert res.point == pytest.approx([0.09325947, -0.09325947], abs=5e-9)
+
+
+def test_example_3_7_unbounded_89_steps_and_learning_rate():
+    res = run_toy("quartic", "unbounded", [0.1, 15], alpha=0.5, beta=0.7, lr0=1.0)
+    assert res.stop_reason == "grad_tol"
+    assert res.iterations == 89
+    assert res.point == pytest.approx([0.00025327, 0.00025327], abs=5e-9)
+    # Paper: 90544.63441298596 = 0.7^-32, reached by growing past lr0 (Sec. 3.4).
+    assert res.lr == pytest.approx(90544.63441298596, rel=1e-12)
+
+
+def test_example_3_7_backtracking_is_slow_with_lr_one():
+    # Backtracking GD never exceeds lr0 = 1, so near 0 it is GD x <- x - 4x^3 and
+    # x_n ~ 1/sqrt(8n): after 10^4 steps both coordinates are about 3.5e-3.
+    res = run_toy("quartic", "backtracking", [0.1, 15], alpha=0.5, beta=0.7, lr0=1.0,
+                  max_iters=10_000)
+    assert res.stop_reason == "max_iters" and res.lr == 1.0
+    assert res.point == pytest.approx([1 / math.sqrt(8e4)] * 2, rel=0.05)
+
+
+def test_standard_gd_uses_the_fixed_step():
+    res = run_toy("quartic", "standard", [0.5, 0.5], lr0=0.1, max_iters=1, record=True)
+    # One step of z - 0.1 * 4 z^3 from 0.5: 0.5 - 0.05.
+    assert res.point == pytest.approx([0.45, 0.45])
+    assert res.history[0][-2] == 0.1
+
+
+def test_two_way_history_is_recorded_and_lr_bounded_by_lr0():
+    res = run_toy("mexican_hat", "two_way", [-0.566, -0.655], max_iters=30, record=True)
+    lrs = [row[-2] for row in res.history]
+    assert len(lrs) == res.iterations > 0
+    assert all(0 < lr <= 1.0 for lr in lrs)
+
+
+def test_unknown_method_raises():
+    with pytest.raises(ValueError, match="two_way"):
+        run_toy("quartic", "newton", [1, 1])
+
+
+# --- the CLI contract -------------------------------------------------------------------
+
+def test_cli_last_line_is_the_json_contract(tmp_path):
+    proc = run_cli("function=quartic", "method=unbounded", "start=[0.1,15]", "alpha=0.5",
+                   "beta=0.7", "lr0=1", f"out={tmp_path}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert JSON_KEYS <= record.keys()
+    assert record["iterations"] == 89
+    assert record["lr"] == pytest.approx(90544.63441298596, rel=1e-12)
+    history = (tmp_path / "quartic_unbounded.csv").read_text().splitlines()
+    assert history[0].startswith("iteration,x,y,f,grad_norm,lr")
+    assert len(history) == 1 + 89
+    # The app writes nothing but what `out` asks for (no Hydra output dirs).
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["quartic_unbounded.csv"]
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("method=newton", "method"),
+    ("beta=1.5", "beta"),
+])
+def test_cli_rejects_bad_values_with_nonzero_exit(tmp_path, override, needle):
+    proc = run_cli("function=quartic", override, "max_iters=3", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr
