@@ -9,6 +9,8 @@ from .backtracking import (
     default_h,
 )
 from .closure import evaluate, make_closure
+from .mbt_finder import MBTFinder, MBTSearchConfig, SearchReport, find_lr, rescale_factor
+from .mbt_schedule import MBT_VARIANTS, MBTController, build_mbt
 from .momentum import BacktrackingMomentum, BacktrackingNAG
 
 __all__ = [
@@ -24,4 +26,12 @@ __all__ = [
     "default_h",
     "evaluate",
     "make_closure",
+    "MBT_VARIANTS",
+    "MBTController",
+    "MBTFinder",
+    "MBTSearchConfig",
+    "SearchReport",
+    "build_mbt",
+    "find_lr",
+    "rescale_factor",
 ]
