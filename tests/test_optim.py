@@ -241,7 +241,7 @@ def test_momentum_steps_satisfy_condition_i_and_armijo(cls):
         return f
 
     opt = cls([x], lr=1.0, momentum=0.9, alpha=0.3, beta=0.5, A1=0.5, A2=2.0, mu=0.5)
-    f_start = float(closure(backward=False))
+    f_start = float(closure(backward=False).detach())
     for _ in range(30):
         x_before = x.detach().clone()
         f0 = float(closure())

@@ -1,0 +1,100 @@
+"""The CIFAR model zoo (mbt.models): sizes pinned to kuangliu/pytorch-cifar, shapes, gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mbt.models import MODEL_NAMES, MODELS, build_model
+
+# Trainable parameters, measured by instantiating kuangliu/pytorch-cifar's own definitions (our
+# models also match them tensor by tensor); ResNet18 at 10 classes is the quoted 11,173,962.
+PARAM_COUNTS = {
+    ("resnet18", 10): 11_173_962,
+    ("resnet18", 100): 11_220_132,
+    ("preact_resnet18", 10): 11_171_146,
+    ("preact_resnet18", 100): 11_217_316,
+    ("mobilenetv2", 10): 2_296_922,
+    ("mobilenetv2", 100): 2_412_212,
+    ("senet18", 10): 11_260_354,
+    ("senet18", 100): 11_306_524,
+    ("densenet121", 10): 6_956_298,
+    ("densenet121", 100): 7_048_548,
+}
+CASES = sorted(PARAM_COUNTS, key=lambda c: (MODEL_NAMES.index(c[0]), c[1]))
+
+
+@pytest.fixture(autouse=True)
+def _two_threads():
+    # Keep timings comparable with a 2-core CI box, whatever the host has.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(min(threads, 2))
+    yield
+    torch.set_num_threads(threads)
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def test_registry_names():
+    assert MODEL_NAMES == ("resnet18", "preact_resnet18", "mobilenetv2", "senet18", "densenet121")
+    assert tuple(MODELS) == MODEL_NAMES
+
+
+@pytest.mark.parametrize(("name", "num_classes"), CASES)
+def test_model(name, num_classes):
+    torch.manual_seed(0)
+    model = build_model(name, num_classes)
+    assert n_params(model) == PARAM_COUNTS[name, num_classes]
+
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, num_classes)
+    assert torch.isfinite(out).all()
+
+    # Train mode (batch statistics) and a backward pass: every parameter gets a gradient.
+    model.train()
+    loss = torch.nn.functional.cross_entropy(
+        model(torch.randn(2, 3, 32, 32)), torch.tensor([0, num_classes - 1])
+    )
+    loss.backward()
+    missing = [k for k, p in model.named_parameters() if p.grad is None]
+    assert not missing, f"no gradient for {missing[:5]}"
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_other_input_size(name):
+    # Global pooling is adaptive, so inputs other than 32x32 work too (40x40 ends on 5x5 maps,
+    # which kuangliu's fixed avg_pool(4) would crop). Small size: first calls per shape are slow.
+    model = build_model(name).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 40, 40)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_deterministic_under_seed(name):
+    torch.manual_seed(123)
+    a = build_model(name).state_dict()
+    torch.manual_seed(123)
+    b = build_model(name).state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    torch.manual_seed(124)
+    c = build_model(name).state_dict()
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_unknown_name_lists_choices():
+    with pytest.raises(ValueError, match="unknown model 'resnet50'") as err:
+        build_model("resnet50")
+    for name in MODEL_NAMES:
+        assert name in str(err.value)
+
+
+@pytest.mark.parametrize("num_classes", [1, 0, -3, True, 10.0])
+def test_bad_num_classes(num_classes):
+    with pytest.raises(ValueError, match="num_classes"):
+        build_model("resnet18", num_classes)
