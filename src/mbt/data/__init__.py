@@ -1,0 +1,132 @@
+"""CIFAR-10/100 loaders: ``build_loaders`` is the one entry point the training code needs.
+
+Two pipelines share one interface (``iter`` -> (x float32 NCHW normalized, y int64) on the
+device, ``len`` = batches per epoch, ``num_samples``, ``set_epoch``):
+
+* ``dataloader``: torch DataLoader + torchvision PIL transforms (the paper's own setup);
+* ``device``: the whole uint8 split on the device, augmentation batched there
+  (:mod:`mbt.data.device_loader`), same distribution without CPU workers.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from . import transforms as tf
+from .cifar import (
+    SPECS,
+    ArrayDataset,
+    DataError,
+    Split,
+    TorchLoader,
+    epoch_seed,
+    load_cifar,
+    subset_indices,
+)
+from .device_loader import DeviceLoader
+from .transforms import channel_stats, norm_stats
+
+__all__ = [
+    "SPECS",
+    "DataError",
+    "DeviceLoader",
+    "TorchLoader",
+    "build_loaders",
+    "build_loaders_from_config",
+    "channel_stats",
+    "epoch_seed",
+    "load_cifar",
+    "norm_stats",
+    "subset_indices",
+]
+
+log = logging.getLogger(__name__)
+
+PIPELINES = ("dataloader", "device")
+
+
+def build_loaders(
+    name: str,
+    root: str | Path,
+    *,
+    batch_size: int,
+    augment: str = "paper",
+    normalize: str = "code",
+    pipeline: str = "dataloader",
+    subset: int | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    allow_partial: bool = False,
+    download: bool = False,
+    num_workers: int = 2,
+    test_batch_size: int | None = 1000,
+    channels_last: bool = False,
+):
+    """Train and test loaders for CIFAR ``name`` ('cifar10' | 'cifar100') under ``root``.
+
+    ``subset`` keeps a reproducible random ``subset`` training images (chosen with ``seed``);
+    the test split is always whole. The train loader shuffles (reseeded per epoch from
+    ``seed``) and augments; the test loader does neither. ``num_workers`` only matters for
+    the ``dataloader`` pipeline. Returns ``(train_loader, test_loader, info)``; info holds
+    dataset, num_train, num_test, num_classes, partial, synthetic, root and the settings.
+    Raises :class:`DataError` (one-line message) if the data are missing or unusable.
+    """
+    if pipeline not in PIPELINES:
+        raise ValueError(f"pipeline must be one of {PIPELINES}, got {pipeline!r}")
+    if augment not in tf.AUGMENTS:
+        raise ValueError(f"augment must be one of {tf.AUGMENTS}, got {augment!r}")
+    mean, std = norm_stats(name, normalize)
+    data = load_cifar(name, root, allow_partial=allow_partial, download=download)
+    train, test = data.train, data.test
+    indices = None
+    if subset is not None:
+        indices = subset_indices(len(train.labels), int(subset), seed)
+        train = Split(train.images[indices], train.labels[indices])
+        log.info("using a random subset of %d training images (seed %d)", len(indices), seed)
+    test_bs = test_batch_size or batch_size
+
+    if pipeline == "device":
+        common = {"mean": mean, "std": std, "device": device, "channels_last": channels_last}
+        train_loader = DeviceLoader(
+            train.images, train.labels, batch_size=batch_size, augment=augment, shuffle=True,
+            seed=seed, **common,
+        )  # fmt: skip
+        test_loader = DeviceLoader(test.images, test.labels, batch_size=test_bs, **common)
+    else:
+        common = {"device": device, "channels_last": channels_last, "num_workers": num_workers}
+        train_ds = ArrayDataset(train.images, train.labels, tf.train_transform(augment, mean, std))
+        test_ds = ArrayDataset(test.images, test.labels, tf.eval_transform(mean, std))
+        train_loader = TorchLoader(
+            train_ds, batch_size=batch_size, shuffle=True, seed=seed, **common
+        )
+        test_loader = TorchLoader(test_ds, batch_size=test_bs, shuffle=False, **common)
+    train_loader.indices = indices  # positions in the full training split (None: all)
+
+    info = {
+        "dataset": name,
+        "num_train": len(train.labels),
+        "num_train_found": len(data.train.labels),  # before subset
+        "num_test": len(test.labels),
+        "num_classes": SPECS[name].num_classes,
+        "partial": data.partial,
+        "synthetic": data.synthetic,
+        "root": str(data.root),
+        "subset": None if subset is None else int(subset),
+        "augment": augment,
+        "normalize": normalize,
+        "mean": list(mean),
+        "std": list(std),
+        "pipeline": pipeline,
+    }
+    return train_loader, test_loader, info
+
+
+def build_loaders_from_config(data_cfg, **kwargs):
+    """:func:`build_loaders` from a ``conf/data/*.yaml`` node; ``kwargs`` adds the run's
+    settings (batch_size, seed, device, channels_last) and may override config keys."""
+    opts = {k: data_cfg[k] for k in data_cfg if k != "num_classes"}  # num_classes: for models
+    opts.update(kwargs)
+    return build_loaders(opts.pop("name"), opts.pop("root"), **opts)
