@@ -37,3 +37,21 @@ def cifar_head() -> Path:
     if not (CIFAR_HEAD / "cifar-10-batches-py").is_dir():
         pytest.skip(f"real CIFAR head not found at {CIFAR_HEAD}")
     return CIFAR_HEAD
+
+
+@pytest.fixture
+def compose():
+    """Compose the real ``conf/train.yaml`` with overrides (Hydra's compose API)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from mbt.config import register_configs
+    from mbt.config_paths import CONF_DIR
+
+    register_configs()
+
+    def _compose(*overrides: str, config_name: str = "train"):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return hydra_compose(config_name=config_name, overrides=list(overrides))
+
+    return _compose

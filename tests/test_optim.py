@@ -244,7 +244,7 @@ def test_momentum_steps_satisfy_condition_i_and_armijo(cls):
     f_start = float(closure(backward=False).detach())
     for _ in range(30):
         x_before = x.detach().clone()
-        f0 = float(closure())
+        f0 = float(closure().detach())
         g = x.grad.detach().clone()
         opt.step(closure)
         last = opt.last_search

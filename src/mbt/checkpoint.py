@@ -1,0 +1,76 @@
+"""Atomic, verifiable training checkpoints: write to a temp file, fsync, rename.
+
+Two generations are kept (``last.pt`` and ``prev.pt``), so a checkpoint truncated by
+a crash or a full disk costs at most one more epoch: :func:`load_latest` reports the
+bad file in one line and falls back to the previous good one, or to a fresh start.
+Files load with ``weights_only=True``: everything saved is tensors, containers and
+plain Python values.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["capture_rng", "load_latest", "restore_rng", "save"]
+
+log = logging.getLogger(__name__)
+
+LAST, PREV = "last.pt", "prev.pt"
+
+
+def capture_rng() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": [int(v) for v in np.random.get_state()[1]] + [np.random.get_state()[2]]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_as_tuple(state["python"]))
+    keys = np.array(state["numpy"][:-1], dtype=np.uint32)
+    np.random.set_state(("MT19937", keys, state["numpy"][-1]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(obj):
+    return tuple(_as_tuple(o) for o in obj) if isinstance(obj, (list, tuple)) else obj
+
+
+def save(directory: Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` as ``directory/last.pt``; the former ``last.pt`` becomes ``prev.pt``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{LAST}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as fh:
+        torch.save(state, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    last = directory / LAST
+    if last.exists():
+        os.replace(last, directory / PREV)
+    os.replace(tmp, last)
+    return last
+
+
+def load_latest(directory: Path, map_location="cpu", notice=print) -> dict[str, Any] | None:
+    """The newest readable checkpoint in ``directory``, or None (fresh start)."""
+    for name in (LAST, PREV):
+        path = directory / name
+        if not path.exists():
+            continue
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as err:  # truncated/corrupt files raise many different types
+            fallback = (directory / PREV).exists() and name == LAST
+            notice(f"checkpoint {path} is unreadable ({type(err).__name__}); "
+                   f"{'falling back to ' + PREV if fallback else 'starting over'}")
+    return None

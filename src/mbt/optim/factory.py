@@ -1,0 +1,34 @@
+"""Build the optimizer a config names, so that the train loop never branches on names.
+
+Every ``conf/optim/*.yaml`` holds ``lr`` and a Hydra ``builder`` node; the builder is
+called as ``builder(params=..., lr=...)`` and returns either an ``Optimizer`` (stock
+torch optimizers, the backtracking line searches) or an ``(Optimizer, controller)``
+pair (MBT-GD/MMT/NAG, whose controller runs the per-epoch search; see
+:mod:`mbt.optim.mbt_schedule`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+__all__ = ["build_optimizer"]
+
+
+def build_optimizer(
+    optim_cfg: DictConfig | dict, params: Iterable[torch.nn.Parameter]
+) -> tuple[torch.optim.Optimizer, Any | None]:
+    """``(optimizer, controller or None)`` for ``optim_cfg`` (``name``, ``lr``, ``builder``)."""
+    builder = optim_cfg["builder"]
+    if isinstance(builder, DictConfig):
+        builder = OmegaConf.to_container(builder, resolve=True)
+    made = instantiate(builder, params=params, lr=float(optim_cfg["lr"]))
+    optimizer, controller = made if isinstance(made, tuple) else (made, None)
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optim {optim_cfg['name']!r} built {type(optimizer).__name__}, "
+                        "not a torch.optim.Optimizer")
+    return optimizer, controller

@@ -1,0 +1,176 @@
+"""python -m mbt.train end to end on CPU: ledger, checkpoints, resume, divergence, W&B offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mbt import checkpoint, ledger
+from mbt.train import train
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def run_cli(*overrides: str, cwd: Path, env=None, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mbt.train", *overrides], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def tiny_overrides(root: Path, runs: Path) -> list[str]:
+    """The real ResNet18 on a 64-image CIFAR-layout set: 2 steps of 32 per epoch."""
+    return [f"data.root={root}", f"paths.runs={runs}", "data.num_workers=0",
+            "trainer.batch_size=32", "trainer.epochs=2", "trainer.progress=none",
+            "data.augment=standard"]
+
+
+def test_mbt_nag_two_epochs_ledger_checkpoint_and_wandb(compose, cifar10_root, tmp_path):
+    cfg = compose(*tiny_overrides(cifar10_root, tmp_path), "optim=mbt_nag",
+                  "optim.builder.num_batches=3", "logger.mode=offline")
+    record = train(cfg)
+    assert record["status"] == "finished" and record["epochs_completed"] == 2
+    assert record["synthetic"] is True
+    hist = record["history"]
+    assert hist["epoch"] == [1, 2]
+    assert all(v is not None and v > 0 for v in hist["search_evals"])
+    # The learning rate used is the rescaled search result, not the start value.
+    assert all(lr != 0.01 for lr in hist["lr"])
+    assert record["best_test_acc"] == max(hist["test_acc"])
+    records = list(ledger.read(tmp_path / "ledger.jsonl"))
+    assert [r["run_key"] for r in records] == [record["run_key"]]
+    run_dir = tmp_path / record["run_key"]
+    assert (run_dir / "last.pt").exists()
+    saved = torch.load(run_dir / "last.pt", weights_only=True)
+    assert saved["epoch"] == 2 and saved["controller"] is not None
+    assert record["wandb"]["mode"] == "offline"
+    assert list((run_dir / "wandb").glob("offline-run-*"))
+
+
+def test_sgd_run_is_skipped_once_in_the_ledger(compose, cifar10_root, tmp_path):
+    cfg = compose(*tiny_overrides(cifar10_root, tmp_path), "optim=sgd", "logger=none")
+    first = train(cfg)
+    assert first["status"] == "finished"
+    again = train(cfg)
+    assert again["run_key"] == first["run_key"]
+    assert len(list(ledger.read(tmp_path / "ledger.jsonl"))) == 1
+
+
+def test_stop_and_resume_equals_an_uninterrupted_run(compose, cifar10_root, tmp_path):
+    base = [*tiny_overrides(cifar10_root, tmp_path / "a"), "optim=mmt", "logger=none"]
+    whole = train(compose(*base))
+    split = [*tiny_overrides(cifar10_root, tmp_path / "b"), "optim=mmt", "logger=none"]
+    part = train(compose(*split, "trainer.stop_after=1"))
+    assert part["status"] == "interrupted" and part["epochs_completed"] == 1
+    assert not (tmp_path / "b" / "ledger.jsonl").exists()
+    resumed = train(compose(*split))
+    assert resumed["run_key"] == whole["run_key"]
+    for col in ("train_loss", "test_acc", "lr"):
+        assert resumed["history"][col] == pytest.approx(whole["history"][col], rel=1e-5)
+
+
+def test_divergence_is_recorded_not_raised(compose, cifar10_root, tmp_path):
+    cfg = compose(*tiny_overrides(cifar10_root, tmp_path), "optim=sgd", "optim.lr=100",
+                  "logger=none", "trainer.check_every=1")
+    record = train(cfg)
+    assert record["status"] == "diverged"
+    assert record["epochs_completed"] == 1
+    assert 0.0 <= record["final_test_acc"] <= 100.0
+    assert ledger.find(tmp_path / "ledger.jsonl", record["run_key"])["status"] == "diverged"
+
+
+def test_corrupt_checkpoint_falls_back_to_previous(compose, cifar10_root, tmp_path, capsys):
+    over = [*tiny_overrides(cifar10_root, tmp_path), "optim=sgd", "logger=none",
+            "trainer.epochs=3"]
+    train(compose(*over, "trainer.stop_after=2"))
+    key = next(p for p in tmp_path.iterdir() if p.is_dir()).name
+    last = tmp_path / key / "last.pt"
+    last.write_bytes(last.read_bytes()[:100])  # truncated mid-write
+    capsys.readouterr()
+    record = train(compose(*over))
+    err = capsys.readouterr().err
+    assert "unreadable" in err and "resuming at epoch 2" in err
+    assert record["epochs_completed"] == 3
+
+
+def test_checkpoint_unreadable_everywhere_starts_over(tmp_path):
+    (tmp_path / "last.pt").write_bytes(b"not a checkpoint")
+    notes = []
+    assert checkpoint.load_latest(tmp_path, notice=notes.append) is None
+    assert len(notes) == 1 and "starting over" in notes[0]
+
+
+def test_killed_process_resumes_and_ledger_has_one_record(cifar10_root, tmp_path):
+    over = [*tiny_overrides(cifar10_root, tmp_path), "optim=sgd", "logger=none",
+            "trainer.epochs=3"]
+    proc = subprocess.Popen([sys.executable, "-m", "mbt.train", *over], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not list(tmp_path.glob("*/last.pt")) and time.time() < deadline:
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    ckpt = torch.load(next(tmp_path.glob("*/last.pt")), weights_only=True)
+    assert ckpt["epoch"] < 3, "the run finished before it could be killed"
+    done = run_cli(*over, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"resuming at epoch {ckpt['epoch'] + 1}" in done.stderr
+    record = json.loads(done.stdout.strip().splitlines()[-1])
+    assert record["epochs_completed"] == 3
+    assert len(list(ledger.read(tmp_path / "ledger.jsonl"))) == 1
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("optim.lr=-1", "optim.lr must be > 0"),
+    ("trainer.batch_size=0", "trainer.batch_size must be > 0"),
+    ("model=resnet19", "Could not find 'model/resnet19'"),
+    ("data.pipeline=gpu", "data.pipeline"),
+])
+def test_bad_config_exits_nonzero_with_a_clear_message(tmp_path, override, needle):
+    proc = run_cli(override, "logger=none", f"paths.runs={tmp_path}", cwd=tmp_path, timeout=120)
+    assert proc.returncode != 0
+    assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_data_is_one_line(tmp_path):
+    proc = run_cli(f"data.root={tmp_path / 'nowhere'}", "logger=none",
+                   f"paths.runs={tmp_path}", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and "nowhere" in lines[-1]
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_json_last_line_and_no_secret_anywhere(cifar10_root, tmp_path):
+    secret = "sekrit-0123456789abcdef"
+    proc = run_cli(*tiny_overrides(cifar10_root, tmp_path / "runs"), "optim=sgd",
+                   "trainer.epochs=1", "logger.mode=offline", cwd=tmp_path,
+                   env={"WANDB_API_KEY": secret})
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert record["status"] == "finished"
+    assert secret not in proc.stdout + proc.stderr
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path.stat().st_size < 5_000_000:
+            assert secret.encode() not in path.read_bytes(), path
+
+
+def test_synthetic_fallback_is_labelled(compose, tmp_path):
+    cfg = compose(f"data.root={tmp_path / 'none'}", f"paths.runs={tmp_path}",
+                  "data.synthetic_fallback=true", "data.subset=64", "data.num_workers=0",
+                  "trainer.batch_size=32", "trainer.epochs=1", "trainer.progress=none",
+                  "trainer.max_steps_per_epoch=1", "optim=sgd", "logger=none",
+                  "model=mobilenetv2")
+    record = train(cfg)
+    assert record["synthetic"] is True and record["data"]["synthetic"] is True
+    assert record["history"]["steps"] == [1]
