@@ -13,7 +13,17 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PROTOCOL ?= full
 LAUNCHER ?= basic
 
-.PHONY: help install test test-slow lint demo reproduce-toy reproduce-fig2a clean
+# Where CIFAR lives (default: data/, or $$MBT_DATA_ROOT). Smoke runs fall back to the
+# real partial copy in ../shared/data/cifar-head, then to generated data.
+HEAD := ../shared/data/cifar-head
+DATA_ROOT ?= $(if $(wildcard $(or $(MBT_DATA_ROOT),data)/cifar-10-batches-py),,$(if $(filter smoke,$(PROTOCOL)),$(wildcard $(HEAD)),))
+SWEEP = -m protocol=$(PROTOCOL) hydra/launcher=$(LAUNCHER) $(if $(DATA_ROOT),data.root=$(DATA_ROOT)) $(ARGS)
+TRAIN := $(PY) -m mbt.train
+REPORT = $(PY) -m mbt.report
+
+.PHONY: help install test test-slow lint demo reproduce-toy reproduce-fig2a clean \
+	reproduce-table1 reproduce-table2 reproduce-table3 reproduce-fig2 reproduce-fig3 \
+	reproduce-all report bench
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -36,14 +46,44 @@ test-slow: install ## also run the slow real-data tests (needs ../shared/data/ci
 lint: install ## ruff lint
 	$(VENV)/bin/ruff check src tests scripts
 
-demo: install ## the toy experiments (+ a small training run) into results/demo/, CPU, offline
+demo: install ## toy experiments -> results/demo/, then a few-minute ResNet18 + MBT-NAG run on CPU
 	$(PY) scripts/reproduce_toy.py --out results/demo --quick
+	PY=$(PY) scripts/demo.sh
 
 reproduce-toy: install ## Examples 3.6-3.7 and Fig. 2(a) at the paper's settings -> results/
 	$(PY) scripts/reproduce_toy.py --out results
 
 reproduce-fig2a: install ## Fig. 2(a) only -> results/fig2a.{png,csv,md}
 	$(PY) scripts/reproduce_toy.py --out results --only fig2a
+
+reproduce-table1: install ## Table 1: MBT-GD lr, 9 start lrs x 7 batch sizes (PROTOCOL=full|quick|smoke, LAUNCHER=basic|submitit_local|slurm)
+	$(PY) -m mbt.find_lr experiment=table1 $(SWEEP)
+	$(REPORT) table1 --protocol $(PROTOCOL)
+
+reproduce-table2: install ## Table 2: 8 optimizers x 9 lrs + MBT-GD/MMT/NAG, ResNet18, CIFAR10
+	$(TRAIN) experiment=table2 $(SWEEP)
+	$(TRAIN) experiment=table2_mbt $(SWEEP)
+	$(REPORT) table2 --protocol $(PROTOCOL)
+
+reproduce-table3: install ## Table 3: 5 models x CIFAR10/100 x MBT-MMT/NAG
+	$(TRAIN) experiment=table3 $(SWEEP)
+	$(REPORT) table3 --protocol $(PROTOCOL)
+
+reproduce-fig2: reproduce-fig2a install ## Figure 2: (a) toy (b) two-way lr, full batch, ResNet18 on 500 images
+	$(TRAIN) experiment=fig2b $(SWEEP)
+	$(REPORT) fig2b --protocol $(PROTOCOL)
+
+reproduce-fig3: install ## Figure 3: per-epoch lr of MBT-MMT/NAG, ResNet18, CIFAR10/100
+	$(TRAIN) experiment=fig3 $(SWEEP)
+	$(REPORT) fig3 --protocol $(PROTOCOL)
+
+reproduce-all: reproduce-toy reproduce-table1 reproduce-table2 reproduce-table3 reproduce-fig2 reproduce-fig3 ## every target above
+
+report: install ## rebuild every table and figure from the ledger (never trains)
+	$(REPORT) all
+
+bench: install ## speed: reference vs fast pipeline, MBT-NAG vs NAG -> results/bench.{md,json}
+	$(PY) -m mbt.bench $(ARGS)
 
 clean: ## remove caches and Hydra outputs (keeps .venv and results/)
 	rm -rf .pytest_cache .ruff_cache outputs multirun results/demo

@@ -80,6 +80,7 @@ class TrainerConfig:
     max_steps_per_epoch: int | None = None  # cap for smoke runs; null = whole epoch
     stop_after: int | None = None  # leave (resumable) after this many epochs in this process
     record_steps: bool = False  # keep the per-step learning rate (Figure 2(b))
+    eval_every: int = 1  # test-set evaluation every N epochs; 0: only after the last one
     progress: str = "auto"  # auto (tqdm on a terminal) | bar | line | none
     keep_checkpoint: bool = True  # keep the last checkpoint of a finished run
 
@@ -112,6 +113,9 @@ class TrainConfig:
     protocol: Protocol = Protocol.custom
     experiment: str | None = None  # set by conf/experiment/* presets
     notes: str | None = None
+    # Preset bookkeeping that interpolations read (e.g. Table 2's best lr per optimizer);
+    # not part of the run key: what it changes shows up in the keys it sets.
+    grid: dict[str, Any] = field(default_factory=dict)
 
 
 def register_configs() -> None:
@@ -138,6 +142,7 @@ def validate(cfg: DictConfig) -> None:
     _positive("data.subset", cfg.data.subset)
     _positive("data.test_batch_size", cfg.data.test_batch_size)
     _positive("data.num_workers", cfg.data.num_workers, allow_zero=True)
+    _positive("trainer.eval_every", cfg.trainer.eval_every, allow_zero=True)
     if cfg.data.num_classes != cfg.model.num_classes:
         raise ConfigError(f"model.num_classes={cfg.model.num_classes} differs from "
                           f"data.num_classes={cfg.data.num_classes}")

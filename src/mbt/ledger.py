@@ -33,7 +33,7 @@ _KEY_IGNORES = {
     ("data", "num_workers"), ("data", "test_batch_size"), ("data", "synthetic_fallback"),
     ("trainer", "device"), ("trainer", "progress"), ("trainer", "stop_after"),
     ("trainer", "keep_checkpoint"), ("trainer", "check_every"),
-    ("logger",), ("paths",), ("notes",), ("experiment",),
+    ("logger",), ("paths",), ("notes",), ("experiment",), ("grid",),
 }
 _SECRET = re.compile(r"(api[_-]?key|token|secret|password)", re.IGNORECASE)
 

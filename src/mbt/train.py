@@ -74,6 +74,10 @@ def _load_data(cfg: DictConfig, device: torch.device):
         return build_loaders_from_config(data_cfg, **kwargs)
 
 
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}%"
+
+
 def _progress_mode(setting: str) -> str:
     if setting == "auto":
         return "bar" if sys.stderr.isatty() else "line"
@@ -90,9 +94,11 @@ def _history_to_columns(history: list[dict]) -> dict[str, list]:
 
 def _record(cfg_dict, key, status, history, *, wall, device, info, tracker, early_stopped):
     accs = [row["test_acc"] for row in history]
-    best = max(range(len(accs)), key=accs.__getitem__) if accs else None
+    measured = [i for i, a in enumerate(accs) if a is not None]
+    best = max(measured, key=accs.__getitem__) if measured else None
     git = git_state()
     return {
+        "kind": "train",
         "run_key": key,
         "status": status,
         "protocol": cfg_dict["protocol"],
@@ -106,8 +112,8 @@ def _record(cfg_dict, key, status, history, *, wall, device, info, tracker, earl
         "seed": cfg_dict["seed"],
         "epochs_completed": len(history),
         "early_stopped": early_stopped,
-        "best_test_acc": accs[best] if accs else None,
-        "best_epoch": history[best]["epoch"] if accs else None,  # 1-based
+        "best_test_acc": accs[best] if best is not None else None,
+        "best_epoch": history[best]["epoch"] if best is not None else None,  # 1-based
         "final_test_acc": accs[-1] if accs else None,
         "history": _history_to_columns(history),
         "wall_time": round(wall, 3),
@@ -183,8 +189,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             bar=progress == "bar", desc=f"epoch {epoch + 1}/{t.epochs}",
         )
         ref_loss = ref_loss if ref_loss is not None else stats.first_loss
-        test_loss, test_acc = evaluate(step_model, test_loader, loss_fn, device=device,
-                                       bf16=t.amp_bf16)
+        last_epoch = epoch + 1 == t.epochs or stats.diverged
+        if last_epoch or (t.eval_every and (epoch + 1) % t.eval_every == 0):
+            test_loss, test_acc = evaluate(step_model, test_loader, loss_fn, device=device,
+                                           bf16=t.amp_bf16)
+        else:
+            test_loss = test_acc = None
         if controller is not None:
             controller.on_epoch_end(stats.loss, test_acc)
         row = {
@@ -201,12 +211,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         tracker.log({k: v for k, v in row.items() if k != "step_lrs"}, step=epoch + 1)
         if progress != "none":
             print(f"{key} epoch {epoch + 1}/{t.epochs}: loss {stats.loss:.4f} "
-                  f"train {stats.acc:.2f}% test {test_acc:.2f}% lr {stats.lr:.4g} "
+                  f"train {stats.acc:.2f}% test {_pct(test_acc)} lr {stats.lr:.4g} "
                   f"({row['epoch_time']:.1f}s, search {search_time:.1f}s)", flush=True)
         if stats.diverged:
             status = "diverged"
             _notice(f"{key}: diverged in epoch {epoch + 1} (train loss {stats.loss:.4g}); "
-                    f"test accuracy at that point {test_acc:.2f}%")
+                    f"test accuracy at that point {_pct(test_acc)}")
             break
         wall = wall_before + time.perf_counter() - t_start
         checkpoint.save(run_dir, {

@@ -1,0 +1,118 @@
+"""Every config group instantiates and every experiment preset composes, for every protocol."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf, open_dict
+
+from mbt.config import ConfigError, validate
+from mbt.config_paths import CONF_DIR
+from mbt.data import build_loaders_from_config
+from mbt.optim.factory import build_optimizer
+
+OPTIMS = sorted(p.stem for p in (CONF_DIR / "optim").glob("*.yaml"))
+PRESETS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+PROTOCOLS = ["full", "quick", "smoke"]
+
+
+def without_hydra(cfg):
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    return cfg
+
+
+def test_table2_optimizers_are_all_configured():
+    paper = {"sgd", "mmt", "nag", "adagrad", "adadelta", "rmsprop", "adam", "adamax",
+             "mbt_gd", "mbt_mmt", "mbt_nag"}
+    assert paper <= set(OPTIMS)
+
+
+@pytest.mark.parametrize("name", OPTIMS)
+def test_every_optim_config_builds_and_steps(compose, name):
+    cfg = compose(f"optim={name}")
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    optimizer, controller = build_optimizer(cfg.optim, model.parameters())
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(cfg.optim.lr)
+    assert (controller is not None) == name.startswith("mbt_")
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+
+    def closure(backward=True):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        if backward:
+            optimizer.zero_grad()
+            loss.backward()
+        return loss
+
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer.step(closure)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_every_data_config_loads(compose, name, cifar10_root, cifar100_root):
+    root = cifar10_root if name == "cifar10" else cifar100_root
+    cfg = compose(f"data={name}", f"data.root={root}", "data.num_workers=0")
+    data = OmegaConf.to_container(cfg.data, resolve=True, enum_to_str=True)
+    data.pop("synthetic_fallback")
+    train, test, info = build_loaders_from_config(data, batch_size=16, seed=0, device="cpu")
+    x, y = next(iter(train))
+    assert x.shape == (16, 3, 32, 32) and int(y.max()) < info["num_classes"]
+    assert cfg.model.num_classes == info["num_classes"]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_every_preset_composes_and_validates(compose, preset, protocol):
+    cfg = compose(f"experiment={preset}", f"protocol={protocol}")
+    validate(without_hydra(cfg))
+    if preset != "demo":
+        assert cfg.protocol.name == protocol
+        assert cfg.experiment == preset.removesuffix("_mbt")
+
+
+def test_protocol_files_only_exist_for_presets():
+    presets = set(PRESETS)
+    for path in (CONF_DIR / "experiment" / "protocols").glob("*.yaml"):
+        preset, _, protocol = path.stem.rpartition("_")
+        assert preset in presets and protocol in PROTOCOLS, path.name
+        assert path.read_text().startswith("# @package _global_"), path.name
+
+
+def test_table2_quick_uses_each_baselines_best_paper_lr(compose):
+    for optim, lr in [("sgd", 0.1), ("adadelta", 1.0), ("adam", 0.001), ("adagrad", 0.01)]:
+        cfg = compose("experiment=table2", "protocol=quick", f"optim={optim}")
+        assert cfg.optim.lr == lr
+
+
+def sweep_params(name: str):
+    return OmegaConf.load(CONF_DIR / f"experiment/protocols/{name}.yaml").hydra.sweeper.params
+
+
+def test_full_protocols_are_the_papers_grids(compose):
+    t2 = sweep_params("table2_full")
+    assert len(t2["optim"].split(",")) == 8 and len(t2["optim.lr"].split(",")) == 9
+    assert sweep_params("table2_mbt_full")["optim"] == "mbt_gd,mbt_mmt,mbt_nag"
+    assert sweep_params("table1_full")["trainer.batch_size"] == "12,25,50,100,200,400,800"
+    t3 = sweep_params("table3_full")
+    assert len(t3["model"].split(",")) == 5 and t3["data"] == "cifar10,cifar100"
+    for preset in ("table2", "table3", "fig3"):
+        full = compose(f"experiment={preset}", "protocol=full")
+        assert full.trainer.epochs == 200 and full.trainer.batch_size == 200
+
+
+@pytest.mark.parametrize("override,message", [
+    ("optim.lr=0", "optim.lr must be > 0"),
+    ("trainer.epochs=-3", "trainer.epochs must be > 0"),
+    ("trainer.device=tpu", "trainer.device"),
+])
+def test_validate_rejects_out_of_range_values(compose, override, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(compose(override))
+
+
+def test_conf_dir_is_the_repository_conf():
+    assert (Path(CONF_DIR) / "train.yaml").exists()
