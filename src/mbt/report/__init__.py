@@ -1,0 +1,134 @@
+"""``mbt.report``: the paper's tables and figures rebuilt from the run ledger, never by training.
+
+``python -m mbt.report <table1|table2|table3|fig2b|fig3|all>`` writes
+``results/<target>.{md,csv}`` (+ ``.png`` for figures and Table 1), each beside the paper's
+numbers (``results/paper/*.csv``) with a header naming protocol, devices, seeds, commits
+and data flags; ``all`` also rewrites the index ``results/README.md``.
+
+Library use::
+
+    from mbt.report import build, load_ledger
+    result = build("table2", load_ledger("runs/ledger.jsonl"), out=Path("results"))
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import figures, tables
+from .common import (
+    TARGETS,
+    Context,
+    ReportError,
+    Selection,
+    commands,
+    load_ledger,
+    load_wandb,
+    md_table,
+    plural,
+    select,
+    write_md,
+)
+
+__all__ = ["TARGETS", "BuildResult", "Context", "ReportError", "build", "load_ledger",
+           "load_wandb", "missing_message", "status_line", "write_index"]
+
+log = logging.getLogger(__name__)
+
+_BUILDERS = {**tables.BUILDERS, **figures.BUILDERS}
+_CELL_OF = {**tables.CELL_OF, **figures.CELL_OF}
+_KIND = {**tables.KIND, **figures.KIND}
+_SHARED = {**tables.SHARED, **figures.SHARED}
+_WHAT = {
+    "table1": ("Table 1", "lr found by MBT-GD, 9 start lrs × 7 batch sizes"),
+    "table2": ("Table 2", "best accuracy, 11 optimizers × 9 start lrs, ResNet18 / CIFAR10"),
+    "table3": ("Table 3", "MBT-MMT / MBT-NAG accuracy, 5 models × CIFAR10/100"),
+    "fig2b": ("Fig. 2(b)", "Two-way Backtracking GD lr vs iterate, full batch"),
+    "fig3": ("Fig. 3", "MBT-MMT / MBT-NAG lr per epoch, ResNet18, CIFAR10/100"),
+}
+# Outputs of other entrypoints, listed in the index when present.
+_OTHER_RESULTS = [
+    ("toy_examples", "Examples 3.6-3.7", "toy examples, paper vs ours", "make reproduce-toy"),
+    ("fig2a", "Fig. 2(a)", "Two-way Backtracking GD on the Mexican hat", "make reproduce-fig2a"),
+]
+
+
+@dataclass
+class BuildResult:
+    target: str
+    selection: Selection
+    written: list[Path] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.written)
+
+
+def _select(target: str, records: list[dict], protocol: str | None) -> Selection:
+    if target not in _BUILDERS:
+        raise ReportError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
+    return select(records, target, _KIND[target], _CELL_OF[target], protocol,
+                  _SHARED.get(target))
+
+
+def build(target: str, records: list[dict], out: str | Path = "results", *,
+          protocol: str | None = None, ctx: Context | None = None) -> BuildResult:
+    """Write ``target``'s outputs from ``records``; writes nothing when it has no runs."""
+    ctx = ctx or Context(out=Path(out))
+    sel = _select(target, records, protocol)
+    if not sel.records:
+        return BuildResult(target, sel)
+    written = _BUILDERS[target](sel, ctx)
+    log.info("%s: wrote %s", target, ", ".join(map(str, written)))
+    return BuildResult(target, sel, written)
+
+
+def missing_message(sel: Selection) -> str:
+    """One line: which command produces the runs ``sel`` lacks."""
+    p = sel.protocol
+    where = f"no {p} runs" if p else "no runs"
+    also = (f" (present: {', '.join(sel.others)})" if sel.others and p else "")
+    cmd = f"make reproduce-{sel.target}" + (f" PROTOCOL={p}" if p else "")
+    return f"{sel.target}: {where} of experiment {sel.target!r}{also}; `{cmd}` produces them"
+
+
+def status_line(sel: Selection) -> str:
+    """``full · 75 runs · seeds 0 1 · commit abc12345`` or ``not run``."""
+    if not sel.records:
+        return "not run"
+    seeds = sorted({str(r.get("seed")) for r in sel.records})
+    commits = sorted({str(r.get("git_commit"))[:8] for r in sel.records if r.get("git_commit")})
+    flags = [f for f, on in (("SYNTHETIC data", any(r.get("synthetic") for r in sel.records)),
+                             ("partial data", any((r.get("data") or {}).get("partial")
+                                                  for r in sel.records))) if on]
+    parts = [sel.protocol or "?",
+             f"{plural(len(sel.records), 'run')} / {plural(sel.cells, 'cell')}",
+             f"seeds {' '.join(seeds)}", f"commit {', '.join(commits) or '?'}", *flags]
+    return " · ".join(parts)
+
+
+def write_index(out: str | Path, records: list[dict], *, protocol: str | None = None,
+                ctx: Context | None = None) -> Path:
+    """Write ``<out>/README.md``: every target with its status and the commands."""
+    out = Path(out)
+    ctx = ctx or Context(out=out)
+    rows = []
+    for target in TARGETS:
+        sel = _select(target, records, protocol)
+        name, what = _WHAT[target]
+        files = ", ".join(f"[`{p.name}`]({p.name})" for p in sorted(out.glob(f"{target}.*")))
+        make_cmd, report_cmd = commands(target, sel.protocol, ctx)
+        rows.append([name, what, status_line(sel), files, f"`{make_cmd}`, `{report_cmd}`"])
+    for stem, name, what, cmd in _OTHER_RESULTS:
+        files = sorted(out.glob(f"{stem}.*"))
+        rows.append([name, what, "present" if files else "not run",
+                     ", ".join(f"[`{p.name}`]({p.name})" for p in files), f"`{cmd}`"])
+    lines = ["# Results", "",
+             "Every table and figure here is rebuilt from the run ledger "
+             f"(`{ctx.source}`) by `python -m mbt.report all`, which also rewrites this index; "
+             "the paper's numbers are in [`paper/`](paper/README.md). A status other than "
+             "`full` is not the paper's protocol.", "",
+             *md_table(["target", "what", "status", "files", "commands"], rows), ""]
+    return write_md(out / "README.md", lines)

@@ -1,0 +1,92 @@
+"""``python -m mbt.report <target>``: rebuild a table or figure of the paper from the ledger.
+
+Examples::
+
+    python -m mbt.report table2                        # most complete protocol in the ledger
+    python -m mbt.report all --protocol quick          # every target + results/README.md
+    python -m mbt.report fig3 --source wandb --project mbt
+
+Exit status: 0 when something was written (``all``: always, unless an error), 1 when a
+single target has no runs (one line names the ``make`` target that produces them), 2 on
+errors (unknown W&B project, offline, missing paper CSVs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import (
+    TARGETS,
+    Context,
+    ReportError,
+    build,
+    load_ledger,
+    load_wandb,
+    missing_message,
+    write_index,
+)
+from .common import plural
+
+DEFAULT_LEDGER = "runs/ledger.jsonl"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m mbt.report", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Rebuild a table or figure of the paper from the run ledger (never trains).",
+        epilog="\n".join(__doc__.splitlines()[2:]))
+    p.add_argument("target", choices=[*TARGETS, "all"])
+    p.add_argument("--ledger", default=DEFAULT_LEDGER,
+                   help="JSONL run ledger (default: %(default)s)")
+    p.add_argument("--out", default="results", help="output directory (default: %(default)s)")
+    p.add_argument("--protocol", choices=["full", "quick", "smoke", "custom"],
+                   help="default: the protocol covering the most cells (full > quick > smoke)")
+    p.add_argument("--source", choices=["ledger", "wandb"], default="ledger",
+                   help="wandb: the W&B public API (needs credentials and network)")
+    p.add_argument("--project", default="mbt", help="W&B project for --source wandb")
+    p.add_argument("--entity", default=None, help="W&B entity for --source wandb")
+    p.add_argument("--paper-dir", default=None, help="paper CSVs (default: results/paper)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    extra = "" if args.ledger == DEFAULT_LEDGER else f" --ledger {args.ledger}"
+    if args.source == "wandb":
+        source = f"W&B {args.entity + '/' if args.entity else ''}{args.project}"
+        extra = f" --source wandb --project {args.project}"
+    else:
+        source = args.ledger
+    ctx = Context(out=Path(args.out), paper_dir=Path(args.paper_dir) if args.paper_dir else None,
+                  source=source, report_args=extra)
+    try:
+        if args.source == "wandb":
+            records = load_wandb(args.project, args.entity, protocol=args.protocol)
+        else:
+            records = load_ledger(args.ledger)
+        targets = TARGETS if args.target == "all" else (args.target,)
+        missing = 0
+        for target in targets:
+            result = build(target, records, protocol=args.protocol, ctx=ctx)
+            if result.ok:
+                print(f"{target}: wrote {', '.join(str(p) for p in result.written)} "
+                      f"({result.selection.protocol}, "
+                      f"{plural(len(result.selection.records), 'run')})")
+            else:
+                missing += 1
+                print(missing_message(result.selection))
+        if args.target == "all":
+            print(f"index: wrote {write_index(args.out, records, protocol=args.protocol, ctx=ctx)}")
+            return 0
+        return 1 if missing else 0
+    except (ReportError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

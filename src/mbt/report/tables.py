@@ -1,0 +1,317 @@
+"""Tables 1-3 rebuilt from runs, beside the paper's numbers: ``results/<table>.{md,csv}``
+(and ``table1.png``, a heat map of ours beside the paper's).
+
+Accuracy tables use the paper's measure, the best test accuracy over the epochs, with the
+final-epoch accuracy beside it; a diverged run counts as chance accuracy (100 / classes),
+printed ``10.00 (div)``, as the paper prints divergent runs. Several seeds of one cell
+give mean ± sample std and n.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Hashable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from . import paper
+from .common import (
+    DISPLAY,
+    Context,
+    Selection,
+    Shared,
+    Stat,
+    accuracies,
+    fmt_delta,
+    fmt_lr,
+    header,
+    lr_key,
+    md_table,
+    stat,
+    write_csv,
+    write_md,
+)
+
+__all__ = ["BUILDERS", "CELL_OF", "KIND", "SHARED", "table1", "table2", "table3"]
+
+log = logging.getLogger(__name__)
+
+CELL_OF: dict[str, Callable[[dict], Hashable]] = {
+    "table1": lambda r: (int(r["batch_size"]), lr_key(r["lr"])),
+    "table2": lambda r: (r["optim"], lr_key(r["lr"])),
+    "table3": lambda r: (r["model"], r["dataset"], r["optim"]),
+}
+KIND = {"table1": "lr_search", "table2": "train", "table3": "train"}
+_MBT_AT_1E2 = ("mbt_gd", "mbt_mmt", "mbt_nag")
+# Cells the presets share (conf/experiment: table2_mbt, table3 and fig3 make the same
+# ResNet18 runs at start lr 1e-2; see common.Shared).
+SHARED = {
+    "table2": Shared(("table3", "fig3"), lambda r: r.get("model") == "resnet18"
+                     and r.get("dataset") == "cifar10" and r.get("optim") in _MBT_AT_1E2
+                     and lr_key(r.get("lr", 0)) == 0.01),
+    "table3": Shared(("table2", "fig3"), lambda r: r.get("optim") in ("mbt_mmt", "mbt_nag")
+                     and lr_key(r.get("lr", 0)) == 0.01),
+}
+
+
+def _group(records: list[dict], cell_of) -> dict[Hashable, list[dict]]:
+    groups: dict[Hashable, list[dict]] = {}
+    for r in records:
+        groups.setdefault(cell_of(r), []).append(r)
+    return groups
+
+
+def _seeds(runs: list[dict]) -> str:
+    return " ".join(str(s) for s in sorted({r.get("seed") for r in runs}, key=str))
+
+
+def _cells(paper_keys: list[tuple], ours: dict) -> list[tuple]:
+    """The paper's cells in its order, then cells only we ran (sorted)."""
+    extra = sorted((k for k in ours if k not in set(paper_keys)), key=str)
+    return [*paper_keys, *extra]
+
+
+# --- accuracy tables (2 and 3) --------------------------------------------------------------
+
+def _acc_cell(runs: list[dict]) -> dict:
+    """Statistics of one cell's runs; diverged runs enter as chance accuracy."""
+    triples = [accuracies(r) for r in runs]
+    best, final = stat(t[0] for t in triples), stat(t[1] for t in triples)
+    n, n_div = len(runs), sum(t[2] for t in triples)
+    chance = triples[0][0] if n_div else None
+
+    def show(s: Stat | None) -> str:
+        if s is None:
+            return ""
+        if n_div == n:
+            return f"{chance:.2f} (div)"
+        return s.fmt(2) + (f" ({n_div}/{n} div)" if n_div else "")
+
+    epochs = stat(r.get("best_epoch") for r in runs if r.get("status") != "diverged")
+    return {
+        "ours": show(best), "short": "" if best is None else
+        (f"{best.mean:.2f}" + (" (div)" if n_div == n else "")),
+        "ours_best_mean": None if best is None else round(best.mean, 4),
+        "ours_best_std": None if best is None else round(best.std, 4),
+        "n": n, "n_diverged": n_div, "ours_final": show(final),
+        "ours_final_mean": None if final is None else round(final.mean, 4),
+        "ours_final_std": None if final is None else round(final.std, 4),
+        "best_epoch_mean": None if epochs is None else round(epochs.mean, 1),
+        "seeds": _seeds(runs),
+    }
+
+
+def _accuracy_rows(sel: Selection, table: str, ctx: Context) -> tuple[list[dict], list[str]]:
+    """One dict per cell (paper's first): keys, paper, ours, delta, final, n, ..."""
+    ref = paper.load(table, ctx.paper_dir)
+    keys, _ = paper.TABLES[table]
+    match = [k if k != "lr" else "lr_key" for k in keys]
+    paper_by = {tuple(row[k] for k in match): row for row in ref.to_dict("records")}
+    ours = {k: _acc_cell(runs) for k, runs in _group(sel.records, CELL_OF[table]).items()}
+    rows = []
+    for cell in _cells(list(paper_by), ours):
+        p, o = paper_by.get(cell), ours.get(cell)
+        row = dict(zip(keys, cell))
+        row.update(paper=p["paper_str"] if p else "", ours="", n=0, n_diverged=0, delta="")
+        if o:
+            row.update(o)
+            row["delta"] = fmt_delta(o["ours_best_mean"], p["paper"] if p else None)
+        row["protocol"] = sel.protocol
+        rows.append(row)
+    return rows, list(keys)
+
+
+def _acc_csv(rows: list[dict], keys: list[str]) -> pd.DataFrame:
+    cols = [*keys, "paper", "ours", "delta", "ours_final", "n", "n_diverged", "ours_best_mean",
+            "ours_best_std", "ours_final_mean", "ours_final_std", "best_epoch_mean", "seeds",
+            "protocol"]
+    frame = pd.DataFrame(rows).reindex(columns=cols)
+    if "lr" in frame:
+        frame["lr"] = frame["lr"].map(fmt_lr)
+    return frame
+
+
+def _long_md(rows: list[dict], keys: list[str], protocol: str | None) -> list[str]:
+    names = {"optim": "optimizer", "lr": "start lr", "model": "model", "dataset": "data"}
+    cols = [*(names[k] for k in keys), "paper", f"ours ({protocol})", "n", "Δ ours − paper",
+            "ours, final epoch", "best epoch", "seeds"]
+    body = []
+    for r in rows:
+        label = [fmt_lr(r[k]) if k == "lr" else DISPLAY.get(r[k], r[k]) for k in keys]
+        body.append([*label, r["paper"], r["ours"], r["n"] or "", r["delta"],
+                     r.get("ours_final", ""), r.get("best_epoch_mean", ""), r.get("seeds", "")])
+    return md_table(cols, body)
+
+
+def _grid_md(rows: list[dict], row_key, col_key, col_label) -> list[str]:
+    """A wide grid in the paper's layout, each cell ``ours / paper``."""
+    row_ids = list(dict.fromkeys(row_key(r) for r in rows))
+    col_ids = list(dict.fromkeys(col_key(r) for r in rows))
+    cells = {(row_key(r), col_key(r)): r for r in rows}
+    body = []
+    for ri in row_ids:
+        line = [DISPLAY.get(ri, ri)]
+        for ci in col_ids:
+            r = cells.get((ri, ci))
+            if r is None or (not r["paper"] and not r["ours"]):
+                line.append("")
+            else:
+                line.append(f"{r.get('short') or '—'} / {r['paper'] or '—'}")
+        body.append(line)
+    return md_table(["", *(col_label(c) for c in col_ids)], body)
+
+
+def _accuracy_table(sel: Selection, ctx: Context, table: str, title: str, grid) -> list[Path]:
+    rows, keys = _accuracy_rows(sel, table, ctx)
+    note = ("Ours: best test accuracy over the epochs (the paper's measure), mean ± sample "
+            "std over n seeds; a diverged run counts as chance accuracy (100 / classes), "
+            "shown `(div)`. Δ = ours − paper. Paper: " + paper_ref(table) + ".")
+    lines = header(title, sel, ctx, [note])
+    lines += [f"## In the paper's layout: ours ({sel.protocol}) / paper", "", *grid(rows), "",
+              "## Every cell", "", *_long_md(rows, keys, sel.protocol), ""]
+    out = ctx.out
+    return [write_md(out / f"{table}.md", lines), write_csv(out / f"{table}.csv",
+                                                             _acc_csv(rows, keys))]
+
+
+def paper_ref(table: str) -> str:
+    return {"table1": "Table 1 (l. 1412-1431)", "table2": "Table 2 (l. 1451-1479)",
+            "table3": "Table 3 (l. 1481-1497)"}[table] + ", `results/paper/" + table + ".csv`"
+
+
+def table2(sel: Selection, ctx: Context) -> list[Path]:
+    def grid(rows):
+        return _grid_md(rows, lambda r: r["optim"], lambda r: r["lr"], fmt_lr)
+
+    return _accuracy_table(sel, ctx, "table2", "Table 2: best test accuracy (%) of optimizers "
+                           "× start learning rate, ResNet18 / CIFAR10", grid)
+
+
+def table3(sel: Selection, ctx: Context) -> list[Path]:
+    def grid(rows):
+        return _grid_md(rows, lambda r: r["model"], lambda r: (r["dataset"], r["optim"]),
+                        lambda c: f"{DISPLAY.get(c[0], c[0])} {DISPLAY.get(c[1], c[1])}")
+
+    return _accuracy_table(sel, ctx, "table3", "Table 3: best test accuracy (%) of MBT-MMT "
+                           "and MBT-NAG across models and data sets", grid)
+
+
+# --- Table 1: the learning rate MBT-GD finds ------------------------------------------------
+
+def _lr_cell(runs: list[dict]) -> dict:
+    s = stat(r.get("search_lr") for r in runs)
+    evals, secs = stat(r.get("func_evals") for r in runs), stat(r.get("seconds") for r in runs)
+    raw = stat(r.get("search_mean_lr") for r in runs)
+    return {
+        "ours": "" if s is None else s.fmt(4), "ours_mean": None if s is None else s.mean,
+        "ours_std": None if s is None else s.std, "n": len(runs),
+        "search_mean_lr_mean": None if raw is None else raw.mean,
+        "func_evals_mean": None if evals is None else evals.mean,
+        "seconds_mean": None if secs is None else round(secs.mean, 3), "seeds": _seeds(runs),
+    }
+
+
+def table1(sel: Selection, ctx: Context) -> list[Path]:
+    ref = paper.load("table1", ctx.paper_dir)
+    paper_by = {(r["batch_size"], r["lr_key"]): r for r in ref.to_dict("records")}
+    ours = {k: _lr_cell(v) for k, v in _group(sel.records, CELL_OF["table1"]).items()}
+    rows = []
+    for cell in _cells(list(paper_by), ours):
+        p, o = paper_by.get(cell), ours.get(cell, {})
+        pv = p["paper"] if p else None
+        om = o.get("ours_mean")
+        rows.append({
+            "batch_size": cell[0], "lr": fmt_lr(cell[1]), "paper": p["paper_str"] if p else "",
+            "ours": o.get("ours", ""), "delta": fmt_delta(om, pv, 4),
+            "ratio": "" if om is None or not pv else f"{om / pv:.2f}", "n": o.get("n", 0),
+            **{k: o.get(k) for k in ("ours_mean", "ours_std", "search_mean_lr_mean",
+                                     "func_evals_mean", "seconds_mean", "seeds")},
+            "protocol": sel.protocol,
+        })
+    frame = pd.DataFrame(rows)
+    batches = list(dict.fromkeys(r["batch_size"] for r in rows))
+    lrs = list(dict.fromkeys(r["lr"] for r in rows))
+
+    def grid(value) -> list[str]:
+        cell = {(r["batch_size"], r["lr"]): r for r in rows}
+        body = [[b, *(value(cell[(b, lr)]) if (b, lr) in cell else "" for lr in lrs)]
+                for b in batches]
+        return md_table(["batch \\ start lr", *lrs], body)
+
+    note = ("Ours: `search_lr` of `python -m mbt.find_lr` (the rescaled averaged lr the "
+            "paper reports), mean ± sample std over n seeds. Δ = ours − paper; ratio = ours / "
+            "paper. Paper: " + paper_ref("table1") + ".")
+    lines = header("Table 1: learning rate found by MBT-GD, start lr × batch size "
+                   "(ResNet18 / CIFAR10)", sel, ctx, [note])
+    lines += [f"## Ours ({sel.protocol})", "",
+              *grid(lambda r: "" if r["ours_mean"] is None else f"{r['ours_mean']:.4f}"), "",
+              "## Paper", "", *grid(lambda r: r["paper"]), "",
+              "## Δ ours − paper", "", *grid(lambda r: r["delta"]), "",
+              "## Stability across start lrs (the paper's claim: close values for every "
+              "start lr)", "", *_stability_md(rows, batches), "",
+              "## Every cell", "",
+              *md_table(["batch", "start lr", "paper", f"ours ({sel.protocol})", "n", "Δ",
+                         "ratio", "function evals", "seconds", "seeds"],
+                        [[r["batch_size"], r["lr"], r["paper"], r["ours"], r["n"] or "",
+                          r["delta"], r["ratio"], _num(r["func_evals_mean"], ".0f"),
+                          _num(r["seconds_mean"], ".1f"), r["seeds"]] for r in rows]), ""]
+    out = ctx.out
+    png = _heatmap(rows, batches, lrs, out / "table1.png", sel.protocol)
+    return [write_md(out / "table1.md", lines), write_csv(out / "table1.csv", frame), png]
+
+
+def _num(v, spec: str) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
+def _stability_md(rows: list[dict], batches: list) -> list[str]:
+    body = []
+    for b in batches:
+        cells = [r for r in rows if r["batch_size"] == b]
+        span = []
+        for vals in ([float(r["paper"]) for r in cells if r["paper"]],
+                     [r["ours_mean"] for r in cells if r["ours_mean"] is not None]):
+            span.append(f"{min(vals):.4f}–{max(vals):.4f} (×{max(vals) / min(vals):.2f}, "
+                        f"{len(vals)} lrs)" if vals and min(vals) > 0 else "")
+        body.append([b, *span])
+    return md_table(["batch", "paper: min–max (max/min)", "ours: min–max (max/min)"], body)
+
+
+def _heatmap(rows: list[dict], batches: list, lrs: list, path: Path, protocol) -> Path:
+    def matrix(value) -> np.ndarray:
+        cell = {(r["batch_size"], r["lr"]): r for r in rows}
+        return np.array([[value(cell.get((b, lr))) for lr in lrs] for b in batches], float)
+
+    mats = {"paper (Table 1)": matrix(lambda r: float(r["paper"]) if r and r["paper"] else np.nan),
+            f"ours ({protocol})": matrix(lambda r: r["ours_mean"] if r and r["ours_mean"]
+                                         is not None else np.nan)}
+    logs = {k: np.log10(np.where(m > 0, m, np.nan)) for k, m in mats.items()}
+    finite = np.concatenate([v[np.isfinite(v)] for v in logs.values()])
+    vmin, vmax = (finite.min(), finite.max()) if finite.size else (-3.0, -1.0)
+    fig = Figure(figsize=(13, 4.2), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, (name, m) in zip(axes, mats.items()):
+        im = ax.imshow(logs[name], vmin=vmin, vmax=vmax, cmap="viridis", aspect="auto")
+        ax.set_facecolor("0.85")  # missing cells
+        ax.set_title(name)
+        ax.set_xticks(range(len(lrs)), lrs)
+        ax.set_yticks(range(len(batches)), [str(b) for b in batches])
+        ax.set_xlabel("start learning rate")
+        ax.set_ylabel("batch size")
+        for i in range(len(batches)):
+            for j in range(len(lrs)):
+                if np.isfinite(m[i, j]):
+                    ax.text(j, i, f"{m[i, j]:.4f}", ha="center", va="center", fontsize=7,
+                            color="w" if logs[name][i, j] < (vmin + vmax) / 2 else "k")
+    fig.colorbar(im, ax=axes, label="log10 learning rate found")
+    fig.suptitle("Table 1: learning rate found by MBT-GD (ResNet18 / CIFAR10)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+BUILDERS = {"table1": table1, "table2": table2, "table3": table3}

@@ -1,0 +1,323 @@
+"""mbt.report: tables and figures rebuilt from a fixture ledger, beside the paper's CSVs."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from mbt import ledger
+from mbt.report import build, load_ledger, paper, write_index
+from mbt.report.__main__ import main
+from mbt.report.common import Context, fmt_lr, record_from_wandb, select
+from mbt.report.figures import settle_point
+from mbt.report.tables import CELL_OF, SHARED
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _meta(protocol: str, experiment: str, *, synthetic=False, partial=False, num_train=50000,
+          dataset="cifar10", seed=0) -> dict:
+    data = {"dataset": dataset, "num_train": num_train, "num_test": 10000,
+            "num_classes": 100 if dataset == "cifar100" else 10, "partial": partial,
+            "synthetic": synthetic, "root": "data", "subset": None}
+    return {"protocol": protocol, "experiment": experiment, "dataset": dataset, "seed": seed,
+            "device": "cuda:0", "device_name": "NVIDIA H100 80GB HBM3", "torch_version": "2.11.0",
+            "git_commit": COMMIT, "git_dirty": False, "data": data, "synthetic": synthetic,
+            "config": {}, "finished_at": "2025-01-01T00:00:00+00:00"}
+
+
+def train_record(experiment, optim, lr, *, seed=0, accs=(80.0, 90.0, 89.0), lrs=None,
+                 status="finished", protocol="full", model="resnet18", dataset="cifar10",
+                 batch_size=200, step_lrs=None, steps=250, **meta) -> dict:
+    """A record with the keys ``mbt.train._record`` writes."""
+    n = len(accs)
+    best = max(range(n), key=accs.__getitem__)
+    history = {"epoch": list(range(1, n + 1)), "train_loss": [1.0] * n, "train_acc": [50.0] * n,
+               "test_loss": [1.0] * n, "test_acc": list(accs),
+               "lr": list(lrs) if lrs is not None else [lr] * n, "epoch_time": [1.0] * n,
+               "search_time": [0.1] * n, "search_mean_lr": [None] * n,
+               "search_evals": [None] * n, "steps": [steps] * n}
+    if step_lrs is not None:
+        history["step_lrs"] = step_lrs
+    key = f"{experiment}-{model}-{dataset}-{optim}-lr{lr:g}-s{seed}-{protocol}"
+    return {"kind": "train", "run_key": key,
+            "status": status, "model": model, "optim": optim, "lr": lr,
+            "batch_size": batch_size, "epochs": n, "epochs_completed": n, "early_stopped": False,
+            "best_test_acc": accs[best], "best_epoch": best + 1, "final_test_acc": accs[-1],
+            "history": history, "wall_time": 3.0, "wandb": {"mode": "disabled"},
+            **_meta(protocol, experiment, dataset=dataset, seed=seed, **meta)}
+
+
+def search_record(batch_size, lr, search_lr, *, seed=0, protocol="smoke") -> dict:
+    """A record with the keys ``python -m mbt.find_lr`` writes (Table 1)."""
+    return {"kind": "lr_search", "run_key": f"find-b{batch_size}-lr{lr:g}-s{seed}",
+            "status": "finished", "model": "resnet18", "optim": "mbt_gd", "lr": lr,
+            "batch_size": batch_size, "search_lr": search_lr, "search_mean_lr": search_lr / 2,
+            "per_batch": [search_lr] * 20, "func_evals": 120, "seconds": 2.5,
+            **_meta(protocol, "table1", seed=seed)}
+
+
+def fixture_records() -> list[dict]:
+    return [
+        # Table 2: a two-seed cell, a diverged run, and a quick run; its MBT-MMT/NAG cells
+        # are Fig. 3's runs below (same run key, recorded under fig3)
+        train_record("table2", "sgd", 0.1, seed=0, accs=(80.0, 92.0, 91.0)),
+        train_record("table2", "sgd", 0.1, seed=1, accs=(80.0, 92.5, 91.5)),
+        train_record("table2", "mmt", 100.0, accs=(45.0, 10.3), status="diverged"),
+        train_record("table2", "sgd", 0.1, protocol="quick", accs=(50.0, 60.0)),
+        # Table 3: one cell of its own, on synthetic data; its ResNet18 cells are Fig. 3's
+        train_record("table3", "mbt_nag", 0.01, model="densenet121", dataset="cifar100",
+                     accs=(60.0, 74.0, 73.0), synthetic=True),
+        # Fig. 2(b): full batch on 500 images, one step per epoch
+        train_record("fig2b", "two_way_gd", 1.0, batch_size=500, num_train=500, steps=1,
+                     accs=(10.0, 12.0, 14.0, 15.0, 16.0), lrs=[1.0, 0.5, 0.25, 0.25, 0.25]),
+        # Fig. 3: both MBT methods on CIFAR10, one on CIFAR100 (partial data)
+        train_record("fig3", "mbt_mmt", 0.01, lrs=[0.01, 0.05, 0.002], accs=(80.0, 93.5, 93.0)),
+        train_record("fig3", "mbt_nag", 0.01, lrs=[0.01, 0.04, 0.004], accs=(90.0, 93.0, 92.8)),
+        train_record("fig3", "mbt_nag", 0.01, dataset="cifar100", lrs=[0.02, 0.03, 0.003],
+                     partial=True, num_train=10000, accs=(60.0, 70.0, 69.0)),
+        # Table 1: a two-seed cell and a single cell
+        search_record(200, 1e-2, 0.0120, seed=0),
+        search_record(200, 1e-2, 0.0130, seed=1),
+        search_record(12, 1e2, 0.0040),
+    ]
+
+
+@pytest.fixture
+def ledger_path(tmp_path: Path) -> Path:
+    path = tmp_path / "runs" / "ledger.jsonl"
+    for r in fixture_records():
+        ledger.append(path, r)
+    return path
+
+
+def _rows(path: Path) -> list[dict]:
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def _cell(rows: list[dict], **keys) -> dict:
+    (row,) = [r for r in rows if all(r[k] == v for k, v in keys.items())]
+    return row
+
+
+# --- the paper's numbers ---------------------------------------------------------------------
+
+def test_paper_csvs_have_the_full_grid():
+    t1, t2, t3 = (paper.load(t) for t in ("table1", "table2", "table3"))
+    assert len(t1) == 63 and set(t1.batch_size) == {12, 25, 50, 100, 200, 400, 800}
+    assert sorted(set(t1.lr)) == sorted(paper.LR_GRID)
+    assert not t1.duplicated(["batch_size", "lr"]).any()
+    counts = t2.groupby("optim").size()
+    full_rows = ["sgd", "mmt", "nag", "adagrad", "adadelta", "rmsprop", "adam", "adamax"]
+    assert all(counts[o] == 9 for o in full_rows) and len(t2) == 8 * 9 + 3
+    mbt = t2[t2.optim.str.startswith("mbt_")]
+    assert dict(zip(mbt.optim, mbt.paper_str)) == {"mbt_gd": "91.64", "mbt_mmt": "93.70",
+                                                   "mbt_nag": "93.85"}
+    assert set(mbt.lr) == {1e-2}
+    assert len(t3) == 20 and set(t3.model) == {"resnet18", "preact_resnet18", "mobilenetv2",
+                                               "senet18", "densenet121"}
+    # spot checks against the text (l. 1417, 1457, 1487, 1495) and Table 2 == Table 3 row 1
+    assert t1.set_index(["batch_size", "lr"]).loc[(12, 1e2), "paper_str"] == "0.0035"
+    assert t2.set_index(["optim", "lr"]).loc[("sgd", 1e-1), "paper"] == 92.07
+    t3i = t3.set_index(["model", "dataset", "optim"])
+    assert t3i.loc[("densenet121", "cifar100", "mbt_nag"), "paper"] == 74.51
+    assert t3i.loc[("resnet18", "cifar10", "mbt_mmt"), "paper"] == 93.70
+
+
+# --- tables ---------------------------------------------------------------------------------------
+
+def test_table2_cells_header_and_protocol_choice(ledger_path, tmp_path):
+    out = tmp_path / "results"
+    result = build("table2", load_ledger(ledger_path), out)
+    assert result.selection.protocol == "full"  # 4 full cells beat 1 quick cell
+    assert result.selection.borrowed == {"fig3": 2}
+    rows = _rows(out / "table2.csv")
+    assert len(rows) == 75  # every paper cell, ours blank where not run
+    two = _cell(rows, optim="sgd", lr="1e-1")
+    assert (two["paper"], two["ours"], two["n"], two["delta"]) == ("92.07", "92.25 ± 0.35",
+                                                                   "2", "+0.18")
+    assert two["ours_final"] == "91.25 ± 0.35" and two["seeds"] == "0 1"
+    div = _cell(rows, optim="mmt", lr="1e2")
+    assert (div["ours"], div["delta"], div["n_diverged"]) == ("10.00 (div)", "+0.00", "1")
+    nag = _cell(rows, optim="mbt_nag", lr="1e-2")
+    assert (nag["paper"], nag["ours"], nag["delta"]) == ("93.85", "93.00", "-0.85")
+    mmt = _cell(rows, optim="mbt_mmt", lr="1e-2")
+    assert (mmt["paper"], mmt["ours"], mmt["delta"]) == ("93.70", "93.50", "-0.20")
+    empty = _cell(rows, optim="adam", lr="1e-3")
+    assert (empty["paper"], empty["ours"], empty["n"]) == ("92.29", "", "0")
+
+    md = (out / "table2.md").read_text()
+    assert "| sgd | 0.1 |" not in md and "| SGD | 1e-1 | 92.07 | 92.25 ± 0.35 | 2 | +0.18 |" in md
+    assert "| MMT | 1e2 | 10.00 | 10.00 (div) | 1 | +0.00 |" in md
+    assert "| protocol | `full` (also in the source: quick: 1 cell) |" in md
+    assert ("| runs | 5 runs (diverged ×1, finished ×4); 2 runs recorded under experiment "
+            "`fig3` (the same runs: the run key leaves out the experiment); 4 cells |") in md
+    assert "| seeds | 0, 1 |" in md
+    assert "NVIDIA H100 80GB HBM3" in md and "01234567" in md
+    assert "make reproduce-table2 PROTOCOL=full" in md
+    assert "python -m mbt.report table2 --protocol full" in md
+    assert "NOT the paper's protocol" not in md and "SYNTHETIC" not in md
+
+
+def test_quick_protocol_is_never_presented_as_the_papers(ledger_path, tmp_path):
+    result = build("table2", load_ledger(ledger_path), tmp_path, protocol="quick")
+    md = (tmp_path / "table2.md").read_text()
+    assert len(result.selection.records) == 1
+    assert "Protocol `quick` is NOT the paper's protocol" in md
+    assert "ours (quick)" in md and "make reproduce-table2 PROTOCOL=quick" in md
+
+
+def test_table3_flags_synthetic_data_loudly(ledger_path, tmp_path):
+    result = build("table3", load_ledger(ledger_path), tmp_path)
+    assert result.selection.borrowed == {"fig3": 3}
+    rows = _rows(tmp_path / "table3.csv")
+    row = _cell(rows, model="densenet121", dataset="cifar100", optim="mbt_nag")
+    assert (row["paper"], row["ours"], row["delta"]) == ("74.51", "74.00", "-0.51")
+    row = _cell(rows, model="resnet18", dataset="cifar100", optim="mbt_nag")
+    assert (row["paper"], row["ours"], row["delta"]) == ("70.78", "70.00", "-0.78")
+    md = (tmp_path / "table3.md").read_text()
+    assert "**WARNING: 1 of 4 runs trained on SYNTHETIC data" in md
+    assert "**WARNING: 1 of 4 runs used a PARTIAL copy" in md
+    assert "| ResNet18 | 93.50 / 93.70 | 93.00 / 93.85 | — / 68.82 | 70.00 / 70.78 |" in md
+
+
+def test_table1_cells_and_heatmap(ledger_path, tmp_path):
+    build("table1", load_ledger(ledger_path), tmp_path)
+    rows = _rows(tmp_path / "table1.csv")
+    assert len(rows) == 63
+    two = _cell(rows, batch_size="200", lr="1e-2")
+    assert (two["paper"], two["ours"], two["n"], two["delta"]) == ("0.0125", "0.0125 ± 0.0007",
+                                                                   "2", "+0.0000")
+    one = _cell(rows, batch_size="12", lr="1e2")
+    assert (one["paper"], one["ours"], one["delta"], one["ratio"]) == ("0.0035", "0.0040",
+                                                                       "+0.0005", "1.14")
+    md = (tmp_path / "table1.md").read_text()
+    assert "Protocol `smoke` is NOT the paper's protocol" in md
+    assert "| runs | 3 runs (finished); 2 cells |" in md
+    assert (tmp_path / "table1.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# --- figures ------------------------------------------------------------------------------------
+
+def test_settle_point():
+    assert settle_point([1.0, 0.5, 0.25, 0.25, 0.25]) == 3
+    assert settle_point([1.0, 0.5, 0.25, 0.5]) is None   # only the last value: not settled
+    assert settle_point([0.3, 0.3]) == 1
+    assert settle_point([0.3]) is None
+
+
+def test_fig2b(ledger_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    build("fig2b", load_ledger(ledger_path), tmp_path)
+    assert (tmp_path / "fig2b.png").read_bytes()[:4] == b"\x89PNG"
+    frame = pd.read_csv(tmp_path / "fig2b.csv")
+    assert list(frame.lr) == [1.0, 0.5, 0.25, 0.25, 0.25] and list(frame.iterate) == [1, 2, 3, 4, 5]
+    md = (tmp_path / "fig2b.md").read_text()
+    assert "seed 0: the lr is constant from iterate 3 to 5" in md
+    assert "stabilising appears after 40 iterates" in md and "not full batch" not in md
+
+
+def test_fig2b_uses_step_lrs_and_reports_no_settling(tmp_path):
+    rec = train_record("fig2b", "two_way_gd", 1.0, accs=(10.0, 11.0), steps=2,
+                       step_lrs=[[1.0, 0.5], [0.25, 0.5]])
+    build("fig2b", [rec], tmp_path)
+    assert list(pd.read_csv(tmp_path / "fig2b.csv").lr) == [1.0, 0.5, 0.25, 0.5]
+    md = (tmp_path / "fig2b.md").read_text()
+    assert "does not settle within 4 iterates" in md
+    assert "batch 200 < 50000 training images, so not full batch" in md
+
+
+def test_fig3(ledger_path, tmp_path):
+    build("fig3", load_ledger(ledger_path), tmp_path)
+    assert (tmp_path / "fig3.png").read_bytes()[:4] == b"\x89PNG"
+    frame = pd.read_csv(tmp_path / "fig3.csv")
+    assert len(frame) == 9 and set(frame.dataset) == {"cifar10", "cifar100"}
+    md = (tmp_path / "fig3.md").read_text()
+    # last-half max/min over epochs 2-3: MMT 0.05/0.002 = 25, NAG 0.04/0.004 = 10
+    assert "CIFAR10: last-half max/min lr MBT-MMT 25.00, MBT-NAG 10.00 (MBT-NAG steadier)" in md
+    assert "**WARNING: 1 of 3 runs used a PARTIAL copy" in md
+
+
+# --- CLI, missing data, index, W&B ------------------------------------------------------------
+
+def test_missing_target_writes_nothing(tmp_path, capsys):
+    empty = tmp_path / "ledger.jsonl"
+    out = tmp_path / "results"
+    assert main(["fig3", "--ledger", str(empty), "--out", str(out)]) == 1
+    line = capsys.readouterr().out.strip()
+    assert "\n" not in line and "`make reproduce-fig3`" in line
+    assert not out.exists()
+    assert main(["all", "--ledger", str(empty), "--out", str(out)]) == 0
+    assert [p.name for p in out.iterdir()] == ["README.md"]
+    assert (out / "README.md").read_text().count("| not run |") >= 5
+
+
+def test_cli_all_and_index(ledger_path, tmp_path, capsys):
+    out = tmp_path / "results"
+    assert main(["all", "--ledger", str(ledger_path), "--out", str(out)]) == 0
+    for target in ("table1", "table2", "table3", "fig2b", "fig3"):
+        assert (out / f"{target}.md").is_file() and (out / f"{target}.csv").is_file()
+    index = (out / "README.md").read_text()
+    assert "full · 5 runs / 4 cells · seeds 0 1 · commit 01234567" in index
+    assert "smoke · 3 runs / 2 cells" in index and "full · 1 run / 1 cell" in index  # fig2b
+    assert "SYNTHETIC data" in index
+    assert f"--ledger {ledger_path}" in (out / "table2.md").read_text()
+    assert main(["table2", "--protocol", "smoke", "--ledger", str(ledger_path),
+                 "--out", str(out)]) == 1
+    assert "no smoke runs" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_shared_runs_join_only_with_the_targets_settings():
+    own = train_record("table2", "sgd", 0.1)                          # 3 epochs
+    same = train_record("fig3", "mbt_nag", 0.01)                      # 3 epochs: joins
+    longer = train_record("fig3", "mbt_mmt", 0.01, accs=(1.0,) * 5)  # 5 epochs: another run
+    other_model = train_record("fig3", "mbt_gd", 0.01, model="senet18")
+    sel = select([own, same, longer, other_model], "table2", "train", CELL_OF["table2"],
+                 shared=SHARED["table2"])
+    assert [r["optim"] for r in sel.records] == ["sgd", "mbt_nag"]
+    alone = select([longer], "table2", "train", CELL_OF["table2"], shared=SHARED["table2"])
+    assert len(alone.records) == 1 and alone.borrowed == {"fig3": 1}
+
+
+def test_write_index_lists_other_results(tmp_path):
+    (tmp_path / "fig2a.md").write_text("x")
+    text = write_index(tmp_path, [], ctx=Context(out=tmp_path)).read_text()
+    assert "| Fig. 2(a) |" in text and "[`fig2a.md`](fig2a.md)" in text
+
+
+def test_wandb_source_fails_in_one_line_offline(monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert main(["table2", "--source", "wandb", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --source wandb") and "\n" not in err
+
+
+def test_record_from_wandb_rebuilds_a_train_record():
+    cfg = {"protocol": "full", "experiment": "table2", "seed": 1,
+           "model": {"name": "resnet18"}, "data": {"name": "cifar10", "num_classes": 10},
+           "optim": {"name": "sgd", "lr": 0.1}, "trainer": {"batch_size": 200, "epochs": 2}}
+    rows = [{"epoch": 2, "test_acc": 91.0, "lr": 0.1}, {"epoch": 1, "test_acc": 92.0, "lr": 0.1},
+            {"epoch": 0.5, "test_acc": None}, {"_step": 3}]
+    run = SimpleNamespace(config=cfg, summary={"status": "finished"}, state="finished",
+                          metadata={"gpu": "NVIDIA H100"}, name="key", id="abc", url=None,
+                          scan_history=lambda: iter(rows))
+    rec = record_from_wandb(run)
+    assert (rec["kind"], rec["best_test_acc"], rec["best_epoch"], rec["final_test_acc"]) == (
+        "train", 92.0, 1, 91.0)
+    assert CELL_OF["table2"](rec) == ("sgd", 0.1) and rec["synthetic"] is None
+    sel = select([rec], "table2", "train", CELL_OF["table2"])
+    assert sel.protocol == "full" and len(sel.records) == 1
+    running = SimpleNamespace(**{**vars(run), "summary": {}, "state": "running"})
+    assert record_from_wandb(running) is None
+
+
+def test_fmt_lr():
+    assert [fmt_lr(v) for v in paper.LR_GRID] == ["1e2", "1e1", "1e0", "1e-1", "1e-2", "1e-3",
+                                                   "1e-4", "1e-5", "1e-6"]
+    assert fmt_lr(0.03) == "0.03"
