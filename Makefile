@@ -17,9 +17,12 @@ LAUNCHER ?= basic
 # real partial copy in ../shared/data/cifar-head, then to generated data.
 HEAD := ../shared/data/cifar-head
 DATA_ROOT ?= $(if $(wildcard $(or $(MBT_DATA_ROOT),data)/cifar-10-batches-py),,$(if $(filter smoke,$(PROTOCOL)),$(wildcard $(HEAD)),))
-SWEEP = -m protocol=$(PROTOCOL) hydra/launcher=$(LAUNCHER) $(if $(DATA_ROOT),data.root=$(DATA_ROOT)) $(ARGS)
+# The ledger the sweeps append to and the reports read (results/ledger.jsonl holds the
+# records behind the committed results).
+LEDGER ?= runs/ledger.jsonl
+SWEEP = protocol=$(PROTOCOL) hydra/launcher=$(LAUNCHER) paths.ledger=$(LEDGER) $(if $(DATA_ROOT),data.root=$(DATA_ROOT)) $(ARGS)
 TRAIN := $(PY) -m mbt.train
-REPORT = $(PY) -m mbt.report
+REPORT = $(PY) -m mbt.report --ledger $(LEDGER)
 
 .PHONY: help install test test-slow lint demo reproduce-toy reproduce-fig2a clean \
 	reproduce-table1 reproduce-table2 reproduce-table3 reproduce-fig2 reproduce-fig3 \
@@ -57,24 +60,24 @@ reproduce-fig2a: install ## Fig. 2(a) only -> results/fig2a.{png,csv,md}
 	$(PY) scripts/reproduce_toy.py --out results --only fig2a
 
 reproduce-table1: install ## Table 1: MBT-GD lr, 9 start lrs x 7 batch sizes (PROTOCOL=full|quick|smoke, LAUNCHER=basic|submitit_local|slurm)
-	$(PY) -m mbt.find_lr experiment=table1 $(SWEEP)
+	$(PY) -m mbt.find_lr --multirun experiment=table1 $(SWEEP)
 	$(REPORT) table1 --protocol $(PROTOCOL)
 
 reproduce-table2: install ## Table 2: 8 optimizers x 9 lrs + MBT-GD/MMT/NAG, ResNet18, CIFAR10
-	$(TRAIN) experiment=table2 $(SWEEP)
-	$(TRAIN) experiment=table2_mbt $(SWEEP)
+	$(TRAIN) --multirun experiment=table2 $(SWEEP)
+	$(TRAIN) --multirun experiment=table2_mbt $(SWEEP)
 	$(REPORT) table2 --protocol $(PROTOCOL)
 
 reproduce-table3: install ## Table 3: 5 models x CIFAR10/100 x MBT-MMT/NAG
-	$(TRAIN) experiment=table3 $(SWEEP)
+	$(TRAIN) --multirun experiment=table3 $(SWEEP)
 	$(REPORT) table3 --protocol $(PROTOCOL)
 
 reproduce-fig2: reproduce-fig2a install ## Figure 2: (a) toy (b) two-way lr, full batch, ResNet18 on 500 images
-	$(TRAIN) experiment=fig2b $(SWEEP)
+	$(TRAIN) --multirun experiment=fig2b $(SWEEP)
 	$(REPORT) fig2b --protocol $(PROTOCOL)
 
 reproduce-fig3: install ## Figure 3: per-epoch lr of MBT-MMT/NAG, ResNet18, CIFAR10/100
-	$(TRAIN) experiment=fig3 $(SWEEP)
+	$(TRAIN) --multirun experiment=fig3 $(SWEEP)
 	$(REPORT) fig3 --protocol $(PROTOCOL)
 
 reproduce-all: reproduce-toy reproduce-table1 reproduce-table2 reproduce-table3 reproduce-fig2 reproduce-fig3 ## every target above

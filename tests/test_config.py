@@ -34,10 +34,15 @@ def test_table2_optimizers_are_all_configured():
 @pytest.mark.parametrize("name", OPTIMS)
 def test_every_optim_config_builds_and_steps(compose, name):
     cfg = compose(f"optim={name}")
+    package = str(cfg.optim.builder._target_).split(".")[0]
+    if package not in ("torch", "mbt"):
+        pytest.importorskip(package)
     model = torch.nn.Sequential(torch.nn.Linear(4, 3))
     optimizer, controller = build_optimizer(cfg.optim, model.parameters())
     assert optimizer.param_groups[0]["lr"] == pytest.approx(cfg.optim.lr)
-    assert (controller is not None) == name.startswith("mbt_")
+    assert (controller is not None) == (name.startswith("mbt_") or name == "lr_range_sgd")
+    if callable(getattr(optimizer, "train", None)):  # schedule-free: the loop's mode switch
+        optimizer.train()
     x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
 
     def closure(backward=True):
@@ -58,6 +63,7 @@ def test_every_data_config_loads(compose, name, cifar10_root, cifar100_root):
     cfg = compose(f"data={name}", f"data.root={root}", "data.num_workers=0")
     data = OmegaConf.to_container(cfg.data, resolve=True, enum_to_str=True)
     data.pop("synthetic_fallback")
+    data.pop("rescale_size")
     train, test, info = build_loaders_from_config(data, batch_size=16, seed=0, device="cpu")
     x, y = next(iter(train))
     assert x.shape == (16, 3, 32, 32) and int(y.max()) < info["num_classes"]

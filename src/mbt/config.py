@@ -54,6 +54,9 @@ class DataConfig:
     # Where no CIFAR files are found: train on a generated CIFAR-layout set instead of
     # failing (make demo). Such runs are labelled synthetic in the ledger and W&B.
     synthetic_fallback: bool = False
+    # Training-set size in the MBT rescaling rho = batch / size (Sec. 3.5.1); null: the
+    # images loaded. 50000 makes a partial-copy or subset run comparable with the paper.
+    rescale_size: int | None = None
 
 
 @dataclass
@@ -140,6 +143,7 @@ def validate(cfg: DictConfig) -> None:
     _positive("trainer.max_steps_per_epoch", cfg.trainer.max_steps_per_epoch)
     _positive("trainer.stop_after", cfg.trainer.stop_after)
     _positive("data.subset", cfg.data.subset)
+    _positive("data.rescale_size", cfg.data.rescale_size)
     _positive("data.test_batch_size", cfg.data.test_batch_size)
     _positive("data.num_workers", cfg.data.num_workers, allow_zero=True)
     _positive("trainer.eval_every", cfg.trainer.eval_every, allow_zero=True)

@@ -54,7 +54,8 @@ def find_lr_run(cfg: DictConfig) -> dict[str, Any]:
                           f"got optim={cfg.optim.name}")
     train_loader.set_epoch(0)
     report = controller.finder.find(model, nn.CrossEntropyLoss(), train_loader,
-                                    lr=float(cfg.optim.lr), dataset_size=train_loader.num_samples,
+                                    lr=float(cfg.optim.lr),
+                                    dataset_size=cfg.data.rescale_size or train_loader.num_samples,
                                     batch_size=cfg.trainer.batch_size)
     git = git_state()
     record = {

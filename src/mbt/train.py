@@ -61,6 +61,7 @@ def _load_data(cfg: DictConfig, device: torch.device):
                   channels_last=device.type == "cuda" and cfg.trainer.channels_last)
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True, enum_to_str=True)
     fallback = data_cfg.pop("synthetic_fallback")
+    data_cfg.pop("rescale_size")
     try:
         return build_loaders_from_config(data_cfg, **kwargs)
     except DataError as err:
@@ -72,6 +73,14 @@ def _load_data(cfg: DictConfig, device: torch.device):
         write_cifar(root, data_cfg["name"], seed=0, **_SYNTHETIC_SIZES)
         data_cfg.update(root=str(root), allow_partial=False)
         return build_loaders_from_config(data_cfg, **kwargs)
+
+
+def _optimizer_mode(optimizer: torch.optim.Optimizer, mode: str) -> None:
+    # schedulefree's optimizers need train()/eval() around training and evaluation;
+    # torch.optim.Optimizer has neither method, so this is a no-op for every other one.
+    switch = getattr(optimizer, mode, None)
+    if callable(switch):
+        switch()
 
 
 def _pct(value: float | None) -> str:
@@ -149,6 +158,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if device.type == "cuda" and t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer, controller = build_optimizer(cfg.optim, model.parameters())
+    for group in optimizer.param_groups:  # SLS's step-size reset needs b/n (Vaswani et al.)
+        if "n_batches_per_epoch" in group and group["n_batches_per_epoch"] is None:
+            group["n_batches_per_epoch"] = len(train_loader)
     loss_fn = nn.CrossEntropyLoss()
     run_dir = Path(cfg.paths.runs) / key
 
@@ -179,9 +191,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             train_loader.set_epoch(_SEARCH_EPOCH_OFFSET + epoch)
             report = controller.on_epoch_start(
                 epoch, model, loss_fn, train_loader,
-                dataset_size=train_loader.num_samples, batch_size=t.batch_size)
+                dataset_size=cfg.data.rescale_size or train_loader.num_samples,
+                batch_size=t.batch_size)
         search_time = time.perf_counter() - t_epoch
         train_loader.set_epoch(epoch)
+        _optimizer_mode(optimizer, "train")
         stats = train_epoch(
             step_model, train_loader, optimizer, loss_fn, device=device, bf16=t.amp_bf16,
             max_steps=t.max_steps_per_epoch, check_every=t.check_every,
@@ -189,6 +203,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             bar=progress == "bar", desc=f"epoch {epoch + 1}/{t.epochs}",
         )
         ref_loss = ref_loss if ref_loss is not None else stats.first_loss
+        # Schedule-free optimizers evaluate and checkpoint at their averaged point.
+        _optimizer_mode(optimizer, "eval")
         last_epoch = epoch + 1 == t.epochs or stats.diverged
         if last_epoch or (t.eval_every and (epoch + 1) % t.eval_every == 0):
             test_loss, test_acc = evaluate(step_model, test_loader, loss_fn, device=device,

@@ -12,12 +12,14 @@ from .closure import evaluate, make_closure
 from .mbt_finder import MBTFinder, MBTSearchConfig, SearchReport, find_lr, rescale_factor
 from .mbt_schedule import MBT_VARIANTS, MBTController, build_mbt
 from .momentum import BacktrackingMomentum, BacktrackingNAG
+from .sls import SLS
 
 __all__ = [
     "BacktrackingGD",
     "BacktrackingMomentum",
     "BacktrackingNAG",
     "InexactBacktrackingGD",
+    "SLS",
     "SearchResult",
     "TwoWayBacktrackingGD",
     "UnboundedBacktrackingGD",
