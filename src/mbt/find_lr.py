@@ -13,8 +13,6 @@ only the rescaled number does. The raw mean is kept as ``search_mean_lr``.
 
 from __future__ import annotations
 
-import json
-import sys
 from datetime import datetime, timezone
 from typing import Any
 
@@ -26,11 +24,10 @@ from torch import nn
 from mbt import ledger
 from mbt.config import ConfigError, register_configs, validate
 from mbt.config_paths import CONF_DIR
-from mbt.data import DataError
 from mbt.models import build_model
 from mbt.optim.factory import build_optimizer
 from mbt.runinfo import device_name, git_state, resolve_device, seed_everything
-from mbt.train import _load_data, _notice
+from mbt.train import _load_data, _notice, run_and_print
 
 __all__ = ["find_lr_run"]
 
@@ -83,12 +80,7 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> None:
-    try:
-        record = find_lr_run(cfg)
-    except (ConfigError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
-    print(json.dumps(record), flush=True)
+    run_and_print(find_lr_run, cfg)
 
 
 if __name__ == "__main__":

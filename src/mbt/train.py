@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
 import time
 from datetime import datetime, timezone
@@ -262,23 +261,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return record
 
 
+def run_and_print(job, cfg: DictConfig) -> None:
+    """Entrypoint body shared by train and find_lr: known errors are one line, exit 2;
+    the record is the last stdout line."""
+    try:
+        record = job(cfg)
+    except (ConfigError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    print(json.dumps(record, allow_nan=True, default=str), flush=True)
+
+
 register_configs()
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> None:
-    try:
-        record = train(cfg)
-    except (ConfigError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
-    print(json.dumps(record, allow_nan=True, default=_json_default), flush=True)
-
-
-def _json_default(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return str(obj)
+    run_and_print(train, cfg)
 
 
 if __name__ == "__main__":
