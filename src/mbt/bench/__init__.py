@@ -169,7 +169,8 @@ def run_bench(s: Settings, command: str = "python -m mbt.bench") -> dict:
                 fast, root, batch_size=b, steps=s.steps, warmup=s.warmup,
                 search_batches=s.search_batches, repeats=s.repeats, device=device))
     target = next(({"batch_size": r["batch_size"], "search_vs_floor": r["search_vs_floor"],
-                    "ratio": r["ratio"], "least_vs_floor": r["least_vs_floor"],
+                    "search_vs_floor_grad": r["search_vs_floor_grad"], "ratio": r["ratio"],
+                    "least_vs_floor_grad": r["least_vs_floor_grad"],
                     "met": r["search_vs_floor"] <= TARGET_FLOOR and r["ratio"] <= TARGET_RATIO}
                    for r in overhead if r["batch_size"] == TARGET_BATCH), None)
 
