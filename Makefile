@@ -25,7 +25,7 @@ TRAIN := $(PY) -m mbt.train
 REPORT = $(PY) -m mbt.report --ledger $(LEDGER)
 
 .PHONY: help install test test-slow lint demo reproduce-toy reproduce-fig2a clean \
-	reproduce-table1 reproduce-table2 reproduce-table3 reproduce-fig2 reproduce-fig3 \
+	reproduce-table1 reproduce-table2 reproduce-table3 reproduce-fig2 reproduce-fig2b reproduce-fig3 \
 	reproduce-all report bench
 
 help: ## list the targets
@@ -72,7 +72,9 @@ reproduce-table3: install ## Table 3: 5 models x CIFAR10/100 x MBT-MMT/NAG
 	$(TRAIN) --multirun experiment=table3 $(SWEEP)
 	$(REPORT) table3 --protocol $(PROTOCOL)
 
-reproduce-fig2: reproduce-fig2a install ## Figure 2: (a) toy (b) two-way lr, full batch, ResNet18 on 500 images
+reproduce-fig2: reproduce-fig2a reproduce-fig2b ## Figure 2: (a) the toy run and (b) below
+
+reproduce-fig2b: install ## Figure 2(b): two-way lr per iterate, full batch, ResNet18 on 500 images
 	$(TRAIN) --multirun experiment=fig2b $(SWEEP)
 	$(REPORT) fig2b --protocol $(PROTOCOL)
 

@@ -202,10 +202,13 @@ def fig3(sel: Selection, ctx: Context) -> list[Path]:
                for o in ("mbt_mmt", "mbt_nag")}
         if all(got.values()):
             mean = {o: sum(v) / len(v) for o, v in got.items()}
-            steadier = min(mean, key=mean.get)
+            if abs(mean["mbt_mmt"] - mean["mbt_nag"]) < 0.005:
+                verdict = "equally steady"
+            else:
+                verdict = f"{DISPLAY[min(mean, key=mean.get)]} steadier"
             compare.append(f"{DISPLAY[ds] if ds in DISPLAY else ds}: last-half max/min lr "
                            f"MBT-MMT {mean['mbt_mmt']:.2f}, MBT-NAG {mean['mbt_nag']:.2f} "
-                           f"({DISPLAY[steadier]} steadier)")
+                           f"({verdict})")
     notes = [f"**Paper**: \"{claim}\".",
              "**Ours**: " + ("; ".join(compare) if compare else "MBT-MMT and MBT-NAG not both "
                              "present for a data set; no comparison") + ". Per epoch, the lr "
