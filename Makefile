@@ -26,7 +26,7 @@ REPORT = $(PY) -m mbt.report --ledger $(LEDGER)
 
 .PHONY: help install test test-slow lint demo reproduce-toy reproduce-fig2a clean \
 	reproduce-table1 reproduce-table2 reproduce-table3 reproduce-fig2 reproduce-fig2b reproduce-fig3 \
-	reproduce-all report bench
+	reproduce-autolr reproduce-all report bench
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -81,6 +81,11 @@ reproduce-fig2b: install ## Figure 2(b): two-way lr per iterate, full batch, Res
 reproduce-fig3: install ## Figure 3: per-epoch lr of MBT-MMT/NAG, ResNet18, CIFAR10/100
 	$(TRAIN) --multirun experiment=fig3 $(SWEEP)
 	$(REPORT) fig3 --protocol $(PROTOCOL)
+
+reproduce-autolr: install ## beyond the paper: automatic-lr methods vs tuned grids, cost counted
+	$(TRAIN) --multirun experiment=autolr $(SWEEP)
+	$(TRAIN) --multirun experiment=autolr_grid $(SWEEP)
+	$(REPORT) autolr --protocol $(PROTOCOL)
 
 reproduce-all: reproduce-toy reproduce-table1 reproduce-table2 reproduce-table3 reproduce-fig2 reproduce-fig3 ## every target above
 

@@ -66,6 +66,8 @@ class OptimConfig:
     # Hydra-instantiable partial: called as builder(params=..., lr=...) and returning an
     # Optimizer or an (Optimizer, controller) pair (mbt.optim.factory).
     builder: dict[str, Any] = field(default_factory=dict)
+    # Optional per-epoch torch.optim.lr_scheduler partial, called as scheduler(optimizer=...).
+    scheduler: dict[str, Any] | None = None
 
 
 @dataclass

@@ -36,7 +36,7 @@ from mbt.data import DataError, build_loaders_from_config
 from mbt.data.synthetic import write_cifar
 from mbt.loop import evaluate, train_epoch
 from mbt.models import build_model
-from mbt.optim.factory import build_optimizer
+from mbt.optim.factory import build_optimizer, build_scheduler
 from mbt.runinfo import device_name, git_state, resolve_device, seed_everything
 from mbt.tracking import make_tracker
 
@@ -160,6 +160,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for group in optimizer.param_groups:  # SLS's step-size reset needs b/n (Vaswani et al.)
         if "n_batches_per_epoch" in group and group["n_batches_per_epoch"] is None:
             group["n_batches_per_epoch"] = len(train_loader)
+    scheduler = build_scheduler(cfg.optim, optimizer)
     loss_fn = nn.CrossEntropyLoss()
     run_dir = Path(cfg.paths.runs) / key
 
@@ -171,6 +172,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         optimizer.load_state_dict(state["optimizer"])
         if controller is not None:
             controller.load_state_dict(state["controller"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
         checkpoint.restore_rng(state["rng"])
         history, start_epoch = state["history"], state["epoch"]
         wall_before, ref_loss = state["wall_time"], state["ref_loss"]
@@ -212,6 +215,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             test_loss = test_acc = None
         if controller is not None:
             controller.on_epoch_end(stats.loss, test_acc)
+        if scheduler is not None:
+            scheduler.step()
         row = {
             "epoch": epoch + 1, "train_loss": stats.loss, "train_acc": stats.acc,
             "test_loss": test_loss, "test_acc": test_acc, "lr": stats.lr,
@@ -237,6 +242,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         checkpoint.save(run_dir, {
             "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "controller": controller.state_dict() if controller is not None else None,
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "rng": checkpoint.capture_rng(), "history": history, "wall_time": wall,
             "ref_loss": ref_loss, "run_key": key,
         })

@@ -16,7 +16,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["build_optimizer"]
+__all__ = ["build_optimizer", "build_scheduler"]
 
 
 def build_optimizer(
@@ -32,3 +32,13 @@ def build_optimizer(
         raise TypeError(f"optim {optim_cfg['name']!r} built {type(optimizer).__name__}, "
                         "not a torch.optim.Optimizer")
     return optimizer, controller
+
+
+def build_scheduler(optim_cfg: DictConfig | dict, optimizer: torch.optim.Optimizer):
+    """The per-epoch lr scheduler ``optim.scheduler`` names (e.g. cosine), or None."""
+    node = optim_cfg.get("scheduler")
+    if not node:
+        return None
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    return instantiate(node, optimizer=optimizer)

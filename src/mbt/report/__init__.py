@@ -1,9 +1,10 @@
 """``mbt.report``: the paper's tables and figures rebuilt from the run ledger, never by training.
 
-``python -m mbt.report <table1|table2|table3|fig2b|fig3|all>`` writes
-``results/<target>.{md,csv}`` (+ ``.png`` for figures and Table 1), each beside the paper's
-numbers (``results/paper/*.csv``) with a header naming protocol, devices, seeds, commits
-and data flags; ``all`` also rewrites the index ``results/README.md``.
+``python -m mbt.report <table1|table2|table3|fig2b|fig3|autolr|all>`` writes
+``results/<target>.{md,csv}`` (+ ``.png`` for figures, Table 1 and autolr), each beside the
+paper's numbers (``results/paper/*.csv``) with a header naming protocol, devices, seeds,
+commits and data flags; ``all`` also rewrites the index ``results/README.md``. ``autolr``
+goes beyond the paper: automatic-lr methods against tuned lr grids, tuning cost counted.
 
 Library use::
 
@@ -17,7 +18,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import figures, tables
+from . import autolr, figures, tables
 from .common import (
     TARGETS,
     Context,
@@ -37,16 +38,17 @@ __all__ = ["TARGETS", "BuildResult", "Context", "ReportError", "build", "load_le
 
 log = logging.getLogger(__name__)
 
-_BUILDERS = {**tables.BUILDERS, **figures.BUILDERS}
-_CELL_OF = {**tables.CELL_OF, **figures.CELL_OF}
-_KIND = {**tables.KIND, **figures.KIND}
-_SHARED = {**tables.SHARED, **figures.SHARED}
+_BUILDERS = {**tables.BUILDERS, **figures.BUILDERS, **autolr.BUILDERS}
+_CELL_OF = {**tables.CELL_OF, **figures.CELL_OF, **autolr.CELL_OF}
+_KIND = {**tables.KIND, **figures.KIND, **autolr.KIND}
+_SHARED = {**tables.SHARED, **figures.SHARED, **autolr.SHARED}
 _WHAT = {
     "table1": ("Table 1", "lr found by MBT-GD, 9 start lrs × 7 batch sizes"),
     "table2": ("Table 2", "best accuracy, 11 optimizers × 9 start lrs, ResNet18 / CIFAR10"),
     "table3": ("Table 3", "MBT-MMT / MBT-NAG accuracy, 5 models × CIFAR10/100"),
     "fig2b": ("Fig. 2(b)", "Two-way Backtracking GD lr vs iterate, full batch"),
     "fig3": ("Fig. 3", "MBT-MMT / MBT-NAG lr per epoch, ResNet18, CIFAR10/100"),
+    "autolr": ("Beyond: autolr", "automatic-lr methods vs tuned lr grids, tuning cost counted"),
 }
 # Outputs of other entrypoints, listed in the index when present.
 _OTHER_RESULTS = [

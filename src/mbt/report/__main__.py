@@ -5,6 +5,7 @@ Examples::
     python -m mbt.report table2                        # most complete protocol in the ledger
     python -m mbt.report all --protocol quick          # every target + results/README.md
     python -m mbt.report fig3 --source wandb --project mbt
+    python -m mbt.report autolr --protocol quick       # beyond the paper: tuning cost counted
 
 Exit status: 0 when something was written (``all``: always, unless an error), 1 when a
 single target has no runs (one line names the ``make`` target that produces them), 2 on
