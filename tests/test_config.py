@@ -62,8 +62,6 @@ def test_every_data_config_loads(compose, name, cifar10_root, cifar100_root):
     root = cifar10_root if name == "cifar10" else cifar100_root
     cfg = compose(f"data={name}", f"data.root={root}", "data.num_workers=0")
     data = OmegaConf.to_container(cfg.data, resolve=True, enum_to_str=True)
-    data.pop("synthetic_fallback")
-    data.pop("rescale_size")
     train, test, info = build_loaders_from_config(data, batch_size=16, seed=0, device="cpu")
     x, y = next(iter(train))
     assert x.shape == (16, 3, 32, 32) and int(y.max()) < info["num_classes"]

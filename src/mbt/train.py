@@ -59,8 +59,7 @@ def _load_data(cfg: DictConfig, device: torch.device):
     kwargs = dict(batch_size=cfg.trainer.batch_size, seed=cfg.seed, device=device,
                   channels_last=device.type == "cuda" and cfg.trainer.channels_last)
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True, enum_to_str=True)
-    fallback = data_cfg.pop("synthetic_fallback")
-    data_cfg.pop("rescale_size")
+    fallback = data_cfg["synthetic_fallback"]
     try:
         return build_loaders_from_config(data_cfg, **kwargs)
     except DataError as err:

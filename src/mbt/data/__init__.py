@@ -127,6 +127,9 @@ def build_loaders(
 def build_loaders_from_config(data_cfg, **kwargs):
     """:func:`build_loaders` from a ``conf/data/*.yaml`` node; ``kwargs`` adds the run's
     settings (batch_size, seed, device, channels_last) and may override config keys."""
-    opts = {k: data_cfg[k] for k in data_cfg if k != "num_classes"}  # num_classes: for models
+    # Keys the run uses, not the loaders: num_classes (models), synthetic_fallback and
+    # rescale_size (mbt.train).
+    skip = {"num_classes", "synthetic_fallback", "rescale_size"}
+    opts = {k: data_cfg[k] for k in data_cfg if k not in skip}
     opts.update(kwargs)
     return build_loaders(opts.pop("name"), opts.pop("root"), **opts)
