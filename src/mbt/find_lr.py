@@ -27,7 +27,7 @@ from mbt.config_paths import CONF_DIR
 from mbt.models import build_model
 from mbt.optim.factory import build_optimizer
 from mbt.runinfo import device_name, git_state, resolve_device, seed_everything
-from mbt.train import _load_data, _notice, run_and_print
+from mbt.train import _load_data, _notice, one_line_errors, run_and_print
 
 __all__ = ["find_lr_run"]
 
@@ -78,6 +78,7 @@ def find_lr_run(cfg: DictConfig) -> dict[str, Any]:
 register_configs()
 
 
+@one_line_errors
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> None:
     run_and_print(find_lr_run, cfg)

@@ -16,8 +16,10 @@ accuracy measured at that point (the paper records them at chance level, Sec. 4)
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -26,7 +28,9 @@ from typing import Any
 
 import hydra
 import torch
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from mbt import checkpoint, ledger
@@ -277,9 +281,45 @@ def run_and_print(job, cfg: DictConfig) -> None:
     print(json.dumps(record, allow_nan=True, default=str), flush=True)
 
 
+_DETAIL = ("full_key:", "reference_type=", "object_type=", "Set the environment")
+
+
+def _condense(err: BaseException) -> str:
+    """Hydra's composition error as one line: its message, the options it lists
+    (tab-indented in Hydra's text) and the OmegaConf cause, without the detail lines."""
+    text, seen = "", set()
+    for e in (err, err.__cause__):
+        for raw in str(e or "").split("Config search path:")[0].splitlines():
+            line = raw.strip()
+            if not line or line.startswith(_DETAIL) or line in seen:
+                continue
+            seen.add(line)
+            sep = " " if text.endswith(":") else ", " if raw.startswith("\t") else "; "
+            text = f"{text}{sep}{line}" if text else line
+    return text
+
+
+def one_line_errors(hydra_main):
+    """Hydra prints a bad override (``model=resnet19``, ``data.pipeline=gpu``) over
+    several lines and exits 1; entrypoints promise one ``error:`` line and exit 2.
+    ``HYDRA_FULL_ERROR=1`` set by the user keeps Hydra's full report."""
+    @functools.wraps(hydra_main)
+    def entry() -> None:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            return hydra_main()
+        os.environ["HYDRA_FULL_ERROR"] = "1"  # so composition errors reach us unprinted
+        try:
+            hydra_main()
+        except (HydraException, OmegaConfBaseException) as err:
+            print(f"error: {_condense(err)}", file=sys.stderr, flush=True)
+            sys.exit(2)
+    return entry
+
+
 register_configs()
 
 
+@one_line_errors
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> None:
     run_and_print(train, cfg)
