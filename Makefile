@@ -13,10 +13,11 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PROTOCOL ?= full
 LAUNCHER ?= basic
 
-# Where CIFAR lives (default: data/, or $$MBT_DATA_ROOT). Smoke runs fall back to the
-# real partial copy in ../shared/data/cifar-head, then to generated data.
+# Where CIFAR lives (default: data/, or $$MBT_DATA_ROOT). Without it, PROTOCOL=smoke|cpu
+# use the real partial copy in ../shared/data/cifar-head; smoke then falls back to
+# generated data, cpu (real images only) stops with the download hint.
 HEAD := ../shared/data/cifar-head
-DATA_ROOT ?= $(if $(wildcard $(or $(MBT_DATA_ROOT),data)/cifar-10-batches-py),,$(if $(filter smoke,$(PROTOCOL)),$(wildcard $(HEAD)),))
+DATA_ROOT ?= $(if $(wildcard $(or $(MBT_DATA_ROOT),data)/cifar-10-batches-py),,$(if $(filter smoke cpu,$(PROTOCOL)),$(wildcard $(HEAD)),))
 # The ledger the sweeps append to and the reports read (results/ledger.jsonl holds the
 # records behind the committed results).
 LEDGER ?= runs/ledger.jsonl
@@ -82,7 +83,7 @@ reproduce-fig3: install ## Figure 3: per-epoch lr of MBT-MMT/NAG, ResNet18, CIFA
 	$(TRAIN) --multirun experiment=fig3 $(SWEEP)
 	$(REPORT) fig3 --protocol $(PROTOCOL)
 
-reproduce-autolr: install ## beyond the paper: automatic-lr methods vs tuned grids, cost counted
+reproduce-autolr: install ## beyond the paper: automatic-lr methods vs tuned grids, cost counted (PROTOCOL also cpu)
 	$(TRAIN) --multirun experiment=autolr $(SWEEP)
 	$(TRAIN) --multirun experiment=autolr_grid $(SWEEP)
 	$(REPORT) autolr --protocol $(PROTOCOL)

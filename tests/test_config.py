@@ -84,8 +84,22 @@ def test_protocol_files_only_exist_for_presets():
     presets = set(PRESETS)
     for path in (CONF_DIR / "experiment" / "protocols").glob("*.yaml"):
         preset, _, protocol = path.stem.rpartition("_")
-        assert preset in presets and protocol in PROTOCOLS, path.name
+        assert preset in presets and protocol in [*PROTOCOLS, "cpu"], path.name
         assert path.read_text().startswith("# @package _global_"), path.name
+
+
+@pytest.mark.parametrize("preset", ["autolr", "autolr_grid"])
+def test_cpu_protocol_is_real_data_sized_for_two_cores(compose, preset):
+    cfg = compose(f"experiment={preset}", "protocol=cpu")
+    validate(without_hydra(cfg))
+    assert cfg.protocol.name == "cpu" and cfg.experiment == "autolr"
+    assert cfg.data.subset == 2000 and cfg.trainer.epochs == 3
+    assert cfg.data.synthetic_fallback is False, "cpu results must come from real images"
+
+
+def test_cpu_protocol_is_refused_where_no_preset_defines_it(compose):
+    with pytest.raises(ConfigError, match="protocol=cpu is defined only"):
+        validate(without_hydra(compose("experiment=table2", "protocol=cpu")))
 
 
 def test_table2_quick_uses_each_baselines_best_paper_lr(compose):

@@ -15,6 +15,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
+from mbt.config_paths import CONF_DIR
 from mbt.models import MODEL_NAMES
 
 __all__ = ["ConfigError", "TrainConfig", "register_configs", "validate"]
@@ -24,7 +25,7 @@ Dataset = Enum("Dataset", {n: n for n in ("cifar10", "cifar100")})
 Augment = Enum("Augment", {n: n for n in ("paper", "standard", "none")})
 Normalize = Enum("Normalize", {n: n for n in ("code", "true")})
 Pipeline = Enum("Pipeline", {n: n for n in ("dataloader", "device")})
-Protocol = Enum("Protocol", {n: n for n in ("full", "quick", "smoke", "custom")})
+Protocol = Enum("Protocol", {n: n for n in ("full", "quick", "cpu", "smoke", "custom")})
 WandbMode = Enum("WandbMode", {n: n for n in ("auto", "online", "offline", "disabled")})
 
 
@@ -160,5 +161,10 @@ def validate(cfg: DictConfig) -> None:
     device = str(cfg.trainer.device)
     if not (device in ("auto", "cpu", "cuda", "mps") or device.startswith("cuda:")):
         raise ConfigError(f"trainer.device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    if getattr(cfg.protocol, "name", cfg.protocol) == "cpu" and cfg.experiment and not (
+            CONF_DIR / "experiment" / "protocols" / f"{cfg.experiment}_cpu.yaml").exists():
+        raise ConfigError(f"protocol=cpu is defined only for experiments with a "
+                          f"conf/experiment/protocols/<name>_cpu.yaml; "
+                          f"{cfg.experiment!r} has none")
     if "_target_" not in cfg.optim.builder:
         raise ConfigError(f"optim {cfg.optim.name!r} has no builder._target_")

@@ -29,7 +29,7 @@ from . import (
     missing_message,
     write_index,
 )
-from .common import plural
+from .common import PROTOCOLS, plural
 
 DEFAULT_LEDGER = "runs/ledger.jsonl"
 
@@ -43,8 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ledger", default=DEFAULT_LEDGER,
                    help="JSONL run ledger (default: %(default)s)")
     p.add_argument("--out", default="results", help="output directory (default: %(default)s)")
-    p.add_argument("--protocol", choices=["full", "quick", "smoke", "custom"],
-                   help="default: the protocol covering the most cells (full > quick > smoke)")
+    p.add_argument("--protocol", choices=PROTOCOLS,
+                   help="default: the protocol covering the most cells "
+                        "(full > quick > cpu > smoke)")
     p.add_argument("--source", choices=["ledger", "wandb"], default="ledger",
                    help="wandb: the W&B public API (needs credentials and network)")
     p.add_argument("--project", default="mbt", help="W&B project for --source wandb")

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 TARGETS = ("table1", "table2", "table3", "fig2b", "fig3", "autolr")
 # Preference order when several protocols cover the same number of cells.
-PROTOCOLS = ("full", "quick", "smoke", "custom")
+PROTOCOLS = ("full", "quick", "cpu", "smoke", "custom")
 # What the paper did, for the warning on any other protocol (Sec. 4, captions of
 # Tables 1-3 and Figs. 2-3).
 PAPER_PROTOCOL = {
