@@ -21,6 +21,7 @@ from mbt.optim.lr_range import (
     lr_range_test,
     suggest_lr,
 )
+from mbt.optim.step_size import step_size
 
 DTYPES = [torch.float32, torch.float64]
 
@@ -396,3 +397,54 @@ def test_new_optim_config_builds_and_steps(name):
     if callable(getattr(optimizer, "eval", None)):
         optimizer.eval()  # schedule-free: x-sequence for evaluation and checkpoints
     importlib.import_module(cfg.builder._target_.rsplit(".", 1)[0])
+
+
+def _one_step(name: str):
+    cfg = OmegaConf.load(CONF_DIR / "optim" / f"{name}.yaml")
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    optimizer, _ = build_optimizer(cfg, model.parameters())
+    if callable(getattr(optimizer, "train", None)):
+        optimizer.train()
+    x, y = _classification(n_batches=1)[0]
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    grads = [p.grad.detach().clone() for p in model.parameters()]
+    optimizer.step()
+    return optimizer, before, grads, list(model.parameters())
+
+
+def test_step_size_is_dogs_actual_step():
+    pytest.importorskip("dog")
+    optimizer, before, grads, after = _one_step("dog")
+    eta = step_size(optimizer)
+    # DoG's update is p -= eta * g: the logged step must be that eta, not the lr (1.0).
+    for b, g, a in zip(before, grads, after):
+        torch.testing.assert_close(b - a, eta * g.to(b.dtype), rtol=1e-4, atol=1e-7)
+    assert eta != optimizer.param_groups[0]["lr"]
+
+
+@pytest.mark.parametrize("name", ["prodigy", "dadapt_sgd", "dadapt_adam"])
+def test_step_size_of_d_adapted_methods_is_d_times_lr(name):
+    pytest.importorskip(NEW_CONFIGS[name])
+    optimizer, *_ = _one_step(name)
+    group = optimizer.param_groups[0]
+    # They start from d0 = 1e-6 with lr = 1: the group lr says 1, the step is tiny.
+    assert step_size(optimizer) == pytest.approx(group["d"] * group["lr"])
+    assert 0 < step_size(optimizer) < 1e-3 < group["lr"]
+
+
+def test_step_size_of_schedule_free_follows_its_warmup():
+    pytest.importorskip("schedulefree")
+    import schedulefree
+
+    model = nn.Linear(4, 3)
+    optimizer = schedulefree.SGDScheduleFree(model.parameters(), lr=0.5, warmup_steps=4)
+    optimizer.train()
+    x, y = _classification(n_batches=1)[0]
+    for k in range(1, 3):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+        assert step_size(optimizer) == pytest.approx(0.5 * k / 4)

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from mbt.optim.step_size import step_size
+
 __all__ = ["EpochStats", "evaluate", "train_epoch"]
 
 
@@ -33,14 +35,6 @@ def autocast(device: torch.device, bf16: bool):
     if bf16 and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def _step_lr(optimizer: torch.optim.Optimizer) -> float:
-    # Line searches publish the step they accepted; everyone else uses the group lr.
-    last = getattr(optimizer, "last_search", None)
-    if isinstance(last, dict) and "lr" in last:
-        return float(last["lr"])
-    return float(optimizer.param_groups[0]["lr"])
 
 
 def train_epoch(
@@ -95,7 +89,7 @@ def train_epoch(
         correct += (seen_here["logits"].argmax(1) == y).sum()
         seen += len(y)
         steps += 1
-        lr = _step_lr(optimizer)
+        lr = step_size(optimizer)
         lr_sum += lr
         if record_steps:
             step_lrs.append(lr)
