@@ -102,7 +102,7 @@ def test_autolr_table_cost_median_order_and_verdict(ledger_path, tmp_path):
             "loses on best-epoch accuracy (-1.25 points) and final-epoch accuracy "
             "(-1.25 points).") in md
     assert "the logged lr of Prodigy is the user multiplier" in md
-    assert "flat at 1.0 for Prodigy" in md
+    assert "predate the step-size logging" in md
     assert "make reproduce-autolr PROTOCOL=full" in md and "NOT" not in md
     assert (out / "autolr.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -132,3 +132,14 @@ def test_autolr_in_cli_and_index(ledger_path, tmp_path, capsys):
     empty = tmp_path / "empty.jsonl"
     assert main(["autolr", "--ledger", str(empty), "--out", str(tmp_path / "none")]) == 1
     assert "`make reproduce-autolr`" in capsys.readouterr().out
+
+
+def test_only_curves_flat_at_the_multiplier_are_flagged():
+    from mbt.report.autolr import _logged_multiplier
+
+    def rec(optim, lrs, lr=1.0):
+        return {"optim": optim, "lr": lr, "history": {"epoch": [1, 2], "lr": lrs}}
+
+    assert _logged_multiplier(rec("prodigy", [1.0, 1.0]))  # old record: the multiplier
+    assert not _logged_multiplier(rec("prodigy", [2e-4, 9e-3]))  # the logged d·lr
+    assert not _logged_multiplier(rec("sgd", [1.0, 1.0]))  # lr is sgd's step

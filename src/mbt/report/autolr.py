@@ -65,8 +65,16 @@ NAMES = {
     "lr_range_sgd": "LR-range test + SGD", "sgd_cosine": "SGD + cosine (lr 0.1)",
 }
 MBT = ("mbt_mmt", "mbt_nag")
-# Methods whose ``lr`` is a multiplier on a step size they estimate internally.
+# Methods whose ``lr`` is a multiplier on a step size they estimate internally. The loop
+# logs that step (mbt.optim.step_size); records from before it logged the multiplier,
+# recognisable as a curve flat at the configured lr.
 MULTIPLIER = ("prodigy", "dadapt_sgd", "dadapt_adam", "dog")
+
+
+def _logged_multiplier(r: dict) -> bool:
+    lrs = _lr_curve(r)[1]
+    return (str(r.get("optim")) in MULTIPLIER and bool(lrs)
+            and all(math.isclose(v, float(r.get("lr") or 0)) for v in lrs))
 # The tuned baselines of the preset (autolr_grid), for a note when one has a single lr.
 TUNED_BASELINES = ("sgd", "mmt", "nag", "adam")
 _ACC_TIE = 0.005   # accuracy differences that print as +0.00
@@ -384,7 +392,7 @@ def _figure(groups: dict, records: list[dict], path: Path, protocol) -> Path:
             ax_b.semilogy(epochs, lrs, color=colors[optim], lw=1.8 if optim in MBT else 1.1,
                           marker="." if len(lrs) < 3 else None,
                           label=None if optim in drawn else _name(optim)
-                          + (" (multiplier)" if optim in MULTIPLIER else ""))
+                          + (" (multiplier)" if _logged_multiplier(r) else ""))
             drawn.add(optim)
         ax_b.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax_b.set_xlabel("epoch")
@@ -434,17 +442,14 @@ def _notes(groups: dict, records: list[dict]) -> list[str]:
     if estimated:
         notes.append(f"{estimated} runs carry no `wall_time` (W&B source): their time is the "
                      "sum of their epoch times, without evaluation.")
-    multipliers = sorted({row.optim for row in rows
-                          if row.kind == "automatic" and row.optim in MULTIPLIER})
-    if multipliers:
-        flat = [o for o in multipliers if all(
-            math.isclose(v, 1.0) for r in records if r.get("optim") == o
-            for v in _lr_curve(r)[1])]
-        notes.append(f"In (b), the logged lr of {_and([_name(o) for o in multipliers])} is the "
-                     "user multiplier on the step size they estimate internally (1.0 by "
-                     "default), not that step size: plotted anyway"
-                     + (f"; flat at 1.0 for {_and([_name(o) for o in flat])}" if flat else "")
-                     + ".")
+    automatic = {row.optim for row in rows if row.kind == "automatic"}
+    flat = sorted({str(r.get("optim")) for r in records
+                   if str(r.get("optim")) in automatic and _logged_multiplier(r)})
+    if flat:
+        notes.append(f"In (b), the logged lr of {_and([_name(o) for o in flat])} is the user "
+                     "multiplier on the step size they estimate internally, not that step "
+                     "size: these runs predate the step-size logging (mbt.optim.step_size); "
+                     "plotted anyway, flat at the multiplier. Rerun them for the real curve.")
     return notes
 
 
