@@ -74,6 +74,27 @@ def test_stop_and_resume_equals_an_uninterrupted_run(compose, cifar10_root, tmp_
     assert resumed["run_key"] == whole["run_key"]
     for col in ("train_loss", "test_acc", "lr"):
         assert resumed["history"][col] == pytest.approx(whole["history"][col], rel=1e-5)
+    # Every epoch names the commit that trained it; both halves ran this checkout.
+    assert len(set(resumed["history"]["commit"])) == 1
+    assert resumed["trained_at_commits"] == resumed["history"]["commit"][:1]
+
+
+def test_finished_checkpoint_without_record_is_recorded_not_retrained(
+        compose, cifar10_root, tmp_path, capsys):
+    over = [*tiny_overrides(cifar10_root, tmp_path), "optim=sgd", "logger=none"]
+    first = train(compose(*over))
+    (tmp_path / "ledger.jsonl").unlink()  # e.g. a record deleted by hand
+    # The checkpoint says which commit trained it, whatever commit re-records it.
+    ckpt_path = tmp_path / first["run_key"] / "last.pt"
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    for row in ckpt["history"]:
+        row["commit"] = "0ld0ld0ld0ld"
+    torch.save(ckpt, ckpt_path)
+    capsys.readouterr()
+    again = train(compose(*over))
+    assert "holds a finished run; recording it without training" in capsys.readouterr().err
+    assert again["trained_at_commits"] == ["0ld0ld0ld0ld"]
+    assert again["history"]["train_loss"] == first["history"]["train_loss"]
 
 
 def test_divergence_is_recorded_not_raised(compose, cifar10_root, tmp_path):

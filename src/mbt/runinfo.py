@@ -31,13 +31,17 @@ def device_name(device: torch.device) -> str:
 
 @cache
 def git_state() -> dict[str, object]:
-    """``{"commit": sha or "unknown", "dirty": bool}`` of the checkout this code runs from."""
+    """``{"commit": sha or "unknown", "dirty": bool}`` of the checkout this code runs from.
+
+    ``dirty`` means uncommitted changes to tracked files outside ``results/``: appending
+    to the committed ledger (``paths.ledger=results/ledger.jsonl``) is not a code change."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
                               timeout=10, check=True).stdout.strip()
     try:
         commit = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                         ":(exclude)results"))
     except (OSError, subprocess.SubprocessError):
         return {"commit": "unknown", "dirty": False}
     return {"commit": commit, "dirty": dirty}

@@ -108,6 +108,9 @@ def _record(cfg_dict, key, status, history, *, wall, device, info, tracker, earl
     measured = [i for i, a in enumerate(accs) if a is not None]
     best = max(measured, key=accs.__getitem__) if measured else None
     git = git_state()
+    # A resumed run may span commits (and a finished checkpoint may only be re-recorded):
+    # each epoch row carries the commit that trained it.
+    trained_at = list(dict.fromkeys(row.get("commit", "unknown") for row in history))
     return {
         "kind": "train",
         "run_key": key,
@@ -133,6 +136,7 @@ def _record(cfg_dict, key, status, history, *, wall, device, info, tracker, earl
         "torch_version": torch.__version__,
         "git_commit": git["commit"],
         "git_dirty": git["dirty"],
+        "trained_at_commits": trained_at,
         "data": info,
         "synthetic": bool(info.get("synthetic")),
         "wandb": tracker.info,
@@ -180,7 +184,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         checkpoint.restore_rng(state["rng"])
         history, start_epoch = state["history"], state["epoch"]
         wall_before, ref_loss = state["wall_time"], state["ref_loss"]
-        _notice(f"{key}: resuming at epoch {start_epoch + 1} from {run_dir / checkpoint.LAST}")
+        if start_epoch >= t.epochs:
+            trained_at = history[-1].get("commit", "an unknown commit")
+            _notice(f"{key}: {run_dir / checkpoint.LAST} holds a finished run; recording it "
+                    f"without training (trained at {trained_at})")
+        else:
+            _notice(f"{key}: resuming at epoch {start_epoch + 1} from {run_dir / checkpoint.LAST}")
 
     tracker = make_tracker(OmegaConf.to_container(cfg.logger, resolve=True, enum_to_str=True),
                            run_key=key, config=cfg_dict, run_dir=run_dir, notice=_notice)
@@ -189,6 +198,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     status, early_stopped = "finished", False
     t_start = time.perf_counter()
     epochs_here = 0
+    code = git_state()
+    code_commit = (code["commit"] or "unknown")[:12] + ("+dirty" if code["dirty"] else "")
     for epoch in range(start_epoch, t.epochs):
         t_epoch = time.perf_counter()
         report = None
@@ -227,11 +238,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "search_mean_lr": report.mean_lr if report else None,
             "search_evals": report.func_evals if report else None,
             "steps": stats.steps,
+            "commit": code_commit,
         }
         if t.record_steps:
             row["step_lrs"] = stats.step_lrs
         history.append(row)
-        tracker.log({k: v for k, v in row.items() if k != "step_lrs"}, step=epoch + 1)
+        tracker.log({k: v for k, v in row.items() if k not in ("step_lrs", "commit")},
+                    step=epoch + 1)
         if progress != "none":
             print(f"{key} epoch {epoch + 1}/{t.epochs}: loss {stats.loss:.4f} "
                   f"train {stats.acc:.2f}% test {_pct(test_acc)} lr {stats.lr:.4g} "
