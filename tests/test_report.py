@@ -321,3 +321,13 @@ def test_fmt_lr():
     assert [fmt_lr(v) for v in paper.LR_GRID] == ["1e2", "1e1", "1e0", "1e-1", "1e-2", "1e-3",
                                                    "1e-4", "1e-5", "1e-6"]
     assert fmt_lr(0.03) == "0.03"
+
+
+def test_commits_are_the_ones_that_trained_the_run():
+    from mbt.report.common import commits_of
+
+    resumed = {"git_commit": "c" * 40, "git_dirty": False,
+               "trained_at_commits": ["a" * 12, "b" * 12 + "+dirty"]}
+    assert commits_of(resumed) == ["aaaaaaaa", "bbbbbbbb (dirty)"]
+    assert commits_of({"git_commit": "c" * 40, "git_dirty": True}) == ["cccccccc (dirty)"]
+    assert commits_of({}) == []

@@ -25,6 +25,7 @@ from .common import (
     ReportError,
     Selection,
     commands,
+    commits_of,
     load_ledger,
     load_wandb,
     md_table,
@@ -101,7 +102,7 @@ def status_line(sel: Selection) -> str:
     if not sel.records:
         return "not run"
     seeds = sorted({str(r.get("seed")) for r in sel.records})
-    commits = sorted({str(r.get("git_commit"))[:8] for r in sel.records if r.get("git_commit")})
+    commits = sorted({c.split(" ")[0] for r in sel.records for c in commits_of(r)})
     flags = [f for f, on in (("SYNTHETIC data", any(r.get("synthetic") for r in sel.records)),
                              ("partial data", any((r.get("data") or {}).get("partial")
                                                   for r in sel.records))) if on]

@@ -329,12 +329,22 @@ def _join(items: list, fmt=str) -> str:
     return ", ".join(f"{fmt(v)} ×{n}" for v, n in items) if items else "—"
 
 
-def _commit(r: dict) -> str | None:
+def commits_of(r: dict) -> list[str]:
+    """The commits that trained the run (``trained_at_commits``, per epoch), else the one
+    that recorded it (records from before per-epoch commits); 8 characters each."""
+    trained = r.get("trained_at_commits")
+    if trained:
+        return [c.split("+")[0][:8] + (" (dirty)" if c.endswith("+dirty") else "")
+                for c in trained]
     c = r.get("git_commit")
     if not c:
-        return None
+        return []
     dirty = r.get("git_dirty")
-    return str(c)[:8] + (" (dirty)" if dirty else "" if dirty is False else " (dirty?)")
+    return [str(c)[:8] + (" (dirty)" if dirty else "" if dirty is False else " (dirty?)")]
+
+
+def _commit(r: dict) -> str | None:
+    return ", ".join(commits_of(r)) or None
 
 
 def _train_images(r: dict) -> str | None:
