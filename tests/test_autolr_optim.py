@@ -22,32 +22,9 @@ from mbt.optim.lr_range import (
     suggest_lr,
 )
 from mbt.optim.step_size import step_size
+from quadratic import Quadratic, grid_answer, sin_quadratic
 
 DTYPES = [torch.float32, torch.float64]
-
-
-class Quadratic1D:
-    """f(x) = a/2 x^2. Armijo (eq. (1)) along -f'(x) holds iff eta <= 2 (1 - c) / a."""
-
-    def __init__(self, x0=1.0, a=3.0, dtype=torch.float64):
-        self.x = torch.tensor([x0], dtype=dtype, requires_grad=True)
-        self.a = a
-
-    def closure(self, backward: bool = True):
-        if backward:
-            self.x.grad = None
-        f = 0.5 * self.a * (self.x**2).sum()
-        if backward:
-            f.backward()
-        return f
-
-
-def grid_answer(start, beta, threshold):
-    """Largest start beta^k <= threshold, and k."""
-    k = 0
-    while start * beta**k > threshold:
-        k += 1
-    return start * beta**k, k
 
 
 # -- SLS ----------------------------------------------------------------------------
@@ -57,7 +34,7 @@ def grid_answer(start, beta, threshold):
 @pytest.mark.parametrize("a,c,beta,lr0", [(3.0, 0.1, 0.9, 1.0), (10.0, 0.5, 0.5, 1.0),
                                           (0.5, 0.1, 0.9, 1.0)])
 def test_sls_first_step_closed_form(dtype, a, c, beta, lr0):
-    q = Quadratic1D(a=a, dtype=dtype)
+    q = Quadratic(L=a, dtype=dtype)
     opt = SLS([q.x], lr=lr0, c=c, beta=beta, n_batches_per_epoch=4)
     opt.step(q.closure)
     expected, k = grid_answer(lr0, beta, 2 * (1 - c) / a)
@@ -67,7 +44,7 @@ def test_sls_first_step_closed_form(dtype, a, c, beta, lr0):
     assert last["shrinks"] == k and last["func_evals"] == k + 2
     assert q.x.item() == pytest.approx(1 - expected * a, rel=1e-6)
     # The first step is plain Backtracking GD (Armijo's rule) with alpha = c.
-    q2 = Quadratic1D(a=a, dtype=dtype)
+    q2 = Quadratic(L=a, dtype=dtype)
     ref = BacktrackingGD([q2.x], lr=lr0, alpha=c, beta=beta)
     ref.step(q2.closure)
     assert torch.equal(q.x, q2.x)
@@ -77,7 +54,7 @@ def test_sls_first_step_closed_form(dtype, a, c, beta, lr0):
 def test_sls_grow_reset_then_backtracks(dtype):
     # a = 3, c = 0.1: threshold 0.6. Step 1: 0.9^5 = 0.59049. Step 2 starts at
     # 0.59049 * 2^(1/4) = 0.702 (fails), 0.632 (fails), 0.569 (passes).
-    q = Quadratic1D(a=3.0, dtype=dtype)
+    q = Quadratic(L=3.0, dtype=dtype)
     opt = SLS([q.x], lr=1.0, c=0.1, beta=0.9, gamma=2.0, n_batches_per_epoch=4)
     opt.step(q.closure)
     first = opt.last_search["lr"]
@@ -90,7 +67,7 @@ def test_sls_grow_reset_then_backtracks(dtype):
 
 def test_sls_grow_reset_multiplies_by_gamma_to_the_b_over_n():
     # A flat quadratic accepts every first trial, so eta_k = lr * gamma^(k / n).
-    q = Quadratic1D(a=0.01)
+    q = Quadratic(L=0.01)
     opt = SLS([q.x], lr=1.0, gamma=2.0, n_batches_per_epoch=4)
     for k in range(9):
         opt.step(q.closure)
@@ -101,7 +78,7 @@ def test_sls_grow_reset_multiplies_by_gamma_to_the_b_over_n():
 
 @pytest.mark.parametrize("reset,second_start", [("keep", 0.59049), ("max", 1.0)])
 def test_sls_keep_and_max_resets(reset, second_start):
-    q = Quadratic1D(a=3.0)
+    q = Quadratic(L=3.0)
     opt = SLS([q.x], lr=1.0, c=0.1, beta=0.9, reset=reset)
     opt.step(q.closure)
     opt.step(q.closure)
@@ -110,7 +87,7 @@ def test_sls_keep_and_max_resets(reset, second_start):
 
 
 def test_sls_missing_batches_per_epoch_falls_back_to_code_default(caplog):
-    q = Quadratic1D(a=0.01)
+    q = Quadratic(L=0.01)
     opt = SLS([q.x], lr=1.0)
     with caplog.at_level(logging.WARNING, logger="mbt.optim.sls"):
         for _ in range(3):
@@ -124,19 +101,7 @@ def test_sls_missing_batches_per_epoch_falls_back_to_code_default(caplog):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_every_sls_step_satisfies_armijo(dtype):
-    torch.manual_seed(0)
-    A = torch.randn(6, 6, dtype=torch.float64)
-    H = (A @ A.T + 0.1 * torch.eye(6, dtype=torch.float64)).to(dtype)
-    x = torch.randn(6, dtype=dtype, requires_grad=True)
-
-    def closure(backward=True):
-        if backward:
-            x.grad = None
-        f = 0.5 * x @ H @ x + torch.sin(x).sum()
-        if backward:
-            f.backward()
-        return f
-
+    x, closure = sin_quadratic(dtype)
     c = 0.1
     tol = 1e-12 if dtype == torch.float64 else 1e-6
     opt = SLS([x], lr=1.0, c=c, beta=0.9, n_batches_per_epoch=5)
@@ -182,7 +147,7 @@ def test_sls_failed_search_takes_the_codes_tiny_step():
 
 
 def test_sls_zero_gradient_skips_the_search():
-    q = Quadratic1D(x0=0.0)
+    q = Quadratic(x0=[0.0])
     opt = SLS([q.x], lr=1.0, n_batches_per_epoch=4)
     opt.step(q.closure)
     assert q.x.item() == 0.0 and opt.last_search["func_evals"] == 1

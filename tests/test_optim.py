@@ -19,30 +19,7 @@ from mbt.optim import (
     make_closure,
 )
 from mbt.optim.backtracking import condition_i
-
-
-class Quadratic:
-    """f(x) = L/2 ||x||^2. Armijo (7) along -grad holds iff lr <= 2 (1 - alpha) / L."""
-
-    def __init__(self, x0, L=10.0, dtype=torch.float64):
-        self.x = torch.tensor(x0, dtype=dtype, requires_grad=True)
-        self.L = L
-
-    def closure(self, backward: bool = True):
-        if backward:
-            self.x.grad = None
-        f = 0.5 * self.L * (self.x**2).sum()
-        if backward:
-            f.backward()
-        return f
-
-
-def grid_answer(lr0, beta, threshold):
-    """Largest lr0 beta^k <= threshold (the Backtracking GD answer on the quadratic)."""
-    k = 0
-    while lr0 * beta**k > threshold:
-        k += 1
-    return lr0 * beta**k
+from quadratic import Quadratic, grid_answer, sin_quadratic
 
 
 @pytest.mark.parametrize("L,alpha,beta,lr0", [(10.0, 0.5, 0.5, 1.0), (3.0, 0.4, 0.7, 5.0),
@@ -51,7 +28,7 @@ def test_backtracking_closed_form_on_quadratic(L, alpha, beta, lr0):
     q = Quadratic([1.0, -2.0], L=L)
     opt = BacktrackingGD([q.x], lr=lr0, alpha=alpha, beta=beta)
     opt.step(q.closure)
-    expected = grid_answer(lr0, beta, 2 * (1 - alpha) / L)
+    expected, _ = grid_answer(lr0, beta, 2 * (1 - alpha) / L)
     assert opt.last_search["lr"] == pytest.approx(expected, rel=1e-12)
     # The point moved by exactly that step: x1 = x0 (1 - lr L).
     assert torch.allclose(q.x.detach(), torch.tensor([1.0, -2.0], dtype=torch.float64)
@@ -144,18 +121,7 @@ def test_nonfinite_trial_is_rejected():
 
 @pytest.mark.parametrize("mode", ["standard", "two_way", "unbounded"])
 def test_every_accepted_step_satisfies_armijo(mode):
-    torch.manual_seed(0)
-    A = torch.randn(6, 6, dtype=torch.float64)
-    H = A @ A.T + 0.1 * torch.eye(6, dtype=torch.float64)
-    x = torch.randn(6, dtype=torch.float64, requires_grad=True)
-
-    def closure(backward=True):
-        if backward:
-            x.grad = None
-        f = 0.5 * x @ H @ x + torch.sin(x).sum()
-        if backward:
-            f.backward()
-        return f
+    x, closure = sin_quadratic()
 
     opt = BacktrackingGD([x], lr=1.0, alpha=0.3, beta=0.6, mode=mode)
     for _ in range(50):
