@@ -103,6 +103,7 @@ def test_autolr_table_cost_median_order_and_verdict(ledger_path, tmp_path):
             "(-1.25 points).") in md
     assert "the logged lr of Prodigy is the user multiplier" in md
     assert "predate the step-size logging" in md
+    assert "have one seed**" in md and "Every method" not in md
     assert "make reproduce-autolr PROTOCOL=full" in md and "NOT" not in md
     assert (out / "autolr.png").read_bytes()[:4] == b"\x89PNG"
 

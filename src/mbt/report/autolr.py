@@ -27,6 +27,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -346,11 +347,14 @@ def _lr_curve(r: dict) -> tuple[list, list[float]]:
 def _figure(groups: dict, records: list[dict], path: Path, protocol) -> Path:
     fig = Figure(figsize=(13, 4.8 * len(groups)), layout="constrained")
     axes = fig.subplots(len(groups), 2, squeeze=False)
-    colors = {}
+    # One colour per method across panels; past 10 methods tab10 would repeat colours,
+    # so tab20 and a line style tell them apart in (b).
+    optims = list(dict.fromkeys(row.optim for rows in groups.values() for row in rows))
+    palette = matplotlib.colormaps["tab10" if len(optims) <= 10 else "tab20"].colors
+    colors = {o: palette[i % len(palette)] for i, o in enumerate(optims)}
+    styles = {o: "--" if len(optims) > 10 and i % 2 else "-" for i, o in enumerate(optims)}
     for (model, dataset), (ax_a, ax_b) in zip(groups, axes):
         rows = groups[(model, dataset)]
-        for row in rows:
-            colors.setdefault(row.optim, f"C{len(colors) % 10}")
         where = f"{_name(model)} / {_name(dataset)}"
         for row in rows:
             if row.acc is None or row.seconds is None:
@@ -376,7 +380,7 @@ def _figure(groups: dict, records: list[dict], path: Path, protocol) -> Path:
         ax_a.plot([], [], "ko", label="automatic (one run)")
         ax_a.plot([], [], "ks", label="tuned: best grid point")
         ax_a.plot([], [], "ks", mfc="none", label="tuned: median grid point")
-        ax_a.legend(fontsize=7, loc="lower right")
+        ax_a.legend(fontsize=7, loc="best")
 
         auto = {row.optim for row in rows if row.kind == "automatic"}
         drawn = set()
@@ -389,7 +393,8 @@ def _figure(groups: dict, records: list[dict], path: Path, protocol) -> Path:
             epochs, lrs = _lr_curve(r)
             if not lrs:
                 continue
-            ax_b.semilogy(epochs, lrs, color=colors[optim], lw=1.8 if optim in MBT else 1.1,
+            ax_b.semilogy(epochs, lrs, color=colors[optim], ls=styles[optim],
+                          lw=1.8 if optim in MBT else 1.1,
                           marker="." if len(lrs) < 3 else None,
                           label=None if optim in drawn else _name(optim)
                           + (" (multiplier)" if _logged_multiplier(r) else ""))
@@ -426,6 +431,11 @@ def _notes(groups: dict, records: list[dict]) -> list[str]:
         "one for an even grid): what a guess costs instead of a search; for an automatic "
         "method, its own accuracy. Sorted by best-epoch accuracy.",
     ]
+    few = [row.name for row in rows if row.acc is not None and row.best_point.best.n < 2]
+    if few:
+        who = "Every method has" if len(few) == len(rows) else f"{_and(few)} have"
+        notes.append(f"**{who} one seed**: no error bars, and the wins and losses above "
+                     "can be seed noise; `ARGS='seed=0,1,2'` runs three.")
     devices = {str(r.get("device_name") or r.get("device")) for r in records}
     if len(devices) > 1:
         notes.append(f"**The runs ran on {len(devices)} devices ({', '.join(sorted(devices))})"
