@@ -19,6 +19,7 @@ import colorsys
 import hashlib
 import json
 import logging
+import os
 import pickle
 import struct
 from pathlib import Path
@@ -48,8 +49,12 @@ class _Py2Pickler(pickle._Pickler):
 
 
 def _dump(obj, path: Path) -> str:
-    with open(path, "wb") as f:
+    # Write then rename: parallel sweep jobs regenerate the same files, and a job reading
+    # while another writes must see a whole file, never a truncated one.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
         _Py2Pickler(f, protocol=2).dump(obj)
+    os.replace(tmp, path)
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
