@@ -323,7 +323,12 @@ def _values(records: list[dict], key: Callable[[dict], Any]) -> list:
 
 
 def _join(items: list, fmt=str) -> str:
-    items = sorted(items, key=lambda kv: str(kv[0]))
+    def order(kv):  # numbers by value (12 before 100), then the rest by text
+        v = kv[0]
+        number = isinstance(v, int | float) and not isinstance(v, bool)
+        return (0, v, "") if number else (1, 0, str(v))
+
+    items = sorted(items, key=order)
     if len(items) == 1:
         return fmt(items[0][0])
     return ", ".join(f"{fmt(v)} ×{n}" for v, n in items) if items else "—"
