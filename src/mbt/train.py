@@ -199,7 +199,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     t_start = time.perf_counter()
     epochs_here = 0
     code = git_state()
-    code_commit = (code["commit"] or "unknown")[:12] + ("+dirty" if code["dirty"] else "")
+    code_commit = str(code["commit"])[:12] + ("+dirty" if code["dirty"] else "")
     for epoch in range(start_epoch, t.epochs):
         t_epoch = time.perf_counter()
         report = None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import colorsys
 import hashlib
+import io
 import json
 import logging
 import os
@@ -48,14 +49,21 @@ class _Py2Pickler(pickle._Pickler):
     dispatch[bytes] = save_py2_str
 
 
-def _dump(obj, path: Path) -> str:
+def _write_whole(path: Path, data: bytes) -> None:
     # Write then rename: parallel sweep jobs regenerate the same files, and a job reading
     # while another writes must see a whole file, never a truncated one.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        _Py2Pickler(f, protocol=2).dump(obj)
+    tmp.write_bytes(data)
     os.replace(tmp, path)
-    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def _dump(obj, path: Path) -> str:
+    """Pickle ``obj`` to ``path`` as CIFAR's Python 2 pickles are; return its md5."""
+    buf = io.BytesIO()
+    _Py2Pickler(buf, protocol=2).dump(obj)
+    data = buf.getvalue()
+    _write_whole(path, data)
+    return hashlib.md5(data).hexdigest()
 
 
 def _class_look(c: int, num_classes: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -160,6 +168,6 @@ def write_cifar(root: str | Path, name: str, n_train: int, n_test: int, seed: in
         "n_test": n_test,
         "md5": md5,
     }
-    (base / SYNTHETIC_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    _write_whole(base / SYNTHETIC_MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
     log.info("wrote synthetic %s (%d train / %d test) to %s", spec.title, n_train, n_test, base)
     return base

@@ -27,11 +27,8 @@ def step_size(optimizer: torch.optim.Optimizer) -> float:
     group = optimizer.param_groups[0]
     if "d" in group and "growth_rate" in group:  # D-Adaptation, Prodigy
         return float(group["d"]) * float(group["lr"])
-    if "eta" in group and "rbar" in group:  # DoG, LDoG
-        etas = group["eta"]
-        if isinstance(etas, list | tuple):
-            etas = torch.stack([torch.as_tensor(e, dtype=torch.float32).mean() for e in etas])
-        return float(torch.as_tensor(etas).float().mean())
+    if "eta" in group and "rbar" in group:  # DoG, LDoG: a list of 0-d tensors, one sync
+        return float(torch.stack([torch.as_tensor(e).float() for e in group["eta"]]).mean())
     if group.get("scheduled_lr"):  # Schedule-Free, once it has stepped
         return float(group["scheduled_lr"])
     return float(group["lr"])

@@ -70,12 +70,6 @@ MBT = ("mbt_mmt", "mbt_nag")
 # logs that step (mbt.optim.step_size); records from before it logged the multiplier,
 # recognisable as a curve flat at the configured lr.
 MULTIPLIER = ("prodigy", "dadapt_sgd", "dadapt_adam", "dog")
-
-
-def _logged_multiplier(r: dict) -> bool:
-    lrs = _lr_curve(r)[1]
-    return (str(r.get("optim")) in MULTIPLIER and bool(lrs)
-            and all(math.isclose(v, float(r.get("lr") or 0)) for v in lrs))
 # The tuned baselines of the preset (autolr_grid), for a note when one has a single lr.
 TUNED_BASELINES = ("sgd", "mmt", "nag", "adam")
 _ACC_TIE = 0.005   # accuracy differences that print as +0.00
@@ -342,6 +336,13 @@ def _lr_curve(r: dict) -> tuple[list, list[float]]:
     epochs = h.get("epoch") or list(range(1, len(lrs) + 1))
     pts = [(e, float(v)) for e, v in zip(epochs, lrs) if v is not None and float(v) > 0]
     return [e for e, _ in pts], [v for _, v in pts]
+
+
+def _logged_multiplier(r: dict) -> bool:
+    """A record from before step-size logging: a multiplier method's curve flat at its lr."""
+    lrs = _lr_curve(r)[1]
+    return (str(r.get("optim")) in MULTIPLIER and bool(lrs)
+            and all(math.isclose(v, float(r.get("lr") or 0)) for v in lrs))
 
 
 def _figure(groups: dict, records: list[dict], path: Path, protocol) -> Path:
