@@ -9,6 +9,13 @@ from .backtracking import (
     default_h,
 )
 from .closure import evaluate, make_closure
+from .lr_range import (
+    LRRangeController,
+    LRRangeResult,
+    build_lr_range_sgd,
+    lr_range_test,
+    suggest_lr,
+)
 from .mbt_finder import MBTFinder, MBTSearchConfig, SearchReport, find_lr, rescale_factor
 from .mbt_schedule import MBT_VARIANTS, MBTController, build_mbt
 from .momentum import BacktrackingMomentum, BacktrackingNAG
@@ -19,14 +26,18 @@ __all__ = [
     "BacktrackingMomentum",
     "BacktrackingNAG",
     "InexactBacktrackingGD",
+    "LRRangeController",
+    "LRRangeResult",
     "SLS",
     "SearchResult",
     "TwoWayBacktrackingGD",
     "UnboundedBacktrackingGD",
     "armijo_holds",
     "armijo_search",
+    "build_lr_range_sgd",
     "default_h",
     "evaluate",
+    "lr_range_test",
     "make_closure",
     "MBT_VARIANTS",
     "MBTController",
@@ -36,4 +47,5 @@ __all__ = [
     "build_mbt",
     "find_lr",
     "rescale_factor",
+    "suggest_lr",
 ]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 
@@ -55,7 +56,8 @@ def default_h(grad_norm: float, lr0: float) -> float:
     return lr0 / math.sqrt(grad_norm)
 
 
-def condition_i(g_norm: float, v_norm: float, g_dot_v: float, A1: float, A2: float, mu: float):
+def condition_i(g_norm: float, v_norm: float, g_dot_v: float, A1: float, A2: float,
+                mu: float) -> bool:
     """Condition (i) of Inexact Backtracking GD, eqs. (4)-(5)."""
     return A1 * g_norm <= v_norm <= A2 * g_norm and g_dot_v >= mu * g_norm * v_norm
 
@@ -92,7 +94,7 @@ class BacktrackingGD(LineSearchOptimizer):
         h: Callable[[float, float], float] | None = None,
         max_trials: int = 100,
         min_lr: float = 1e-16,
-    ):
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"Invalid mode: {mode!r} (expected one of {', '.join(MODES)})")
         if h is not None and mode != "unbounded":
@@ -147,7 +149,16 @@ class BacktrackingGD(LineSearchOptimizer):
 class TwoWayBacktrackingGD(BacktrackingGD):
     """Two-way Backtracking GD (Sec. 3.3): :class:`BacktrackingGD` with ``mode="two_way"``."""
 
-    def __init__(self, params, lr=1.0, alpha=0.5, beta=0.7, *, max_trials=100, min_lr=1e-16):
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1.0,
+        alpha: float = 0.5,
+        beta: float = 0.7,
+        *,
+        max_trials: int = 100,
+        min_lr: float = 1e-16,
+    ) -> None:
         super().__init__(params, lr, alpha, beta, mode="two_way",
                          max_trials=max_trials, min_lr=min_lr)
 
@@ -155,8 +166,17 @@ class TwoWayBacktrackingGD(BacktrackingGD):
 class UnboundedBacktrackingGD(BacktrackingGD):
     """Unbounded Backtracking GD (Sec. 3.4): ``mode="unbounded"`` with cap ``h``."""
 
-    def __init__(self, params, lr=1.0, alpha=0.5, beta=0.7, *, h=None, max_trials=100,
-                 min_lr=1e-16):
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1.0,
+        alpha: float = 0.5,
+        beta: float = 0.7,
+        *,
+        h: Callable[[float, float], float] | None = None,
+        max_trials: int = 100,
+        min_lr: float = 1e-16,
+    ) -> None:
         super().__init__(params, lr, alpha, beta, mode="unbounded", h=h,
                          max_trials=max_trials, min_lr=min_lr)
 
@@ -172,9 +192,20 @@ class InexactBacktrackingGD(BacktrackingGD):
         Other arguments as :class:`BacktrackingGD` (``mode`` included).
     """
 
-    def __init__(self, params, lr=1.0, alpha=0.5, beta=0.7, *, direction: Direction | None = None,
-                 A1: float = 0.5, A2: float = 2.0, mu: float = 0.5,
-                 on_violation: str = "gradient", **kwargs):
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1.0,
+        alpha: float = 0.5,
+        beta: float = 0.7,
+        *,
+        direction: Direction | None = None,
+        A1: float = 0.5,
+        A2: float = 2.0,
+        mu: float = 0.5,
+        on_violation: str = "gradient",
+        **kwargs: Any,
+    ) -> None:
         check_range("A1", A1, 0.0, math.inf)
         check_range("A2", A2, 0.0, math.inf)
         check_range("mu", mu, 0.0, 1.0, closed_high=True)

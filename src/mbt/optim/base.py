@@ -27,7 +27,8 @@ __all__ = ["LineSearchOptimizer", "check_range"]
 _SEARCH_KEYS = ("lr", "alpha", "beta", "max_trials", "min_lr")
 
 
-def check_range(name: str, value: float, low: float, high: float, *, closed_high=False):
+def check_range(name: str, value: float, low: float, high: float, *,
+                closed_high: bool = False) -> None:
     """Raise ``ValueError`` unless ``low < value < high`` (``<= high`` if closed)."""
     ok = low < value <= high if closed_high else low < value < high
     if not (isinstance(value, (int, float)) and math.isfinite(value) and ok):
@@ -44,7 +45,7 @@ class LineSearchOptimizer(Optimizer):
     live in the optimizer state, so they survive ``state_dict()``.
     """
 
-    def __init__(self, params: Iterable, defaults: dict[str, Any]):
+    def __init__(self, params: Iterable, defaults: dict[str, Any]) -> None:
         check_range("lr", defaults["lr"], 0.0, math.inf)
         check_range("alpha", defaults["alpha"], 0.0, 1.0)
         check_range("beta", defaults["beta"], 0.0, 1.0)

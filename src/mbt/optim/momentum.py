@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 
@@ -74,7 +75,7 @@ class BacktrackingMomentum(LineSearchOptimizer):
         nesterov: bool = False,
         max_trials: int = 100,
         min_lr: float = 1e-16,
-    ):
+    ) -> None:
         if not (isinstance(momentum, (int, float)) and 0.0 <= momentum < math.inf):
             raise ValueError(f"Invalid momentum: {momentum!r} (expected a value >= 0)")
         check_range("A1", A1, 0.0, 1.0)
@@ -145,6 +146,14 @@ class BacktrackingMomentum(LineSearchOptimizer):
 class BacktrackingNAG(BacktrackingMomentum):
     """Backtracking NAG (Sec. 3.1): :class:`BacktrackingMomentum` with ``nesterov=True``."""
 
-    def __init__(self, params, lr=1.0, momentum=0.9, alpha=0.5, beta=0.7, **kwargs):
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1.0,
+        momentum: float = 0.9,
+        alpha: float = 0.5,
+        beta: float = 0.7,
+        **kwargs: Any,
+    ) -> None:
         kwargs["nesterov"] = True
         super().__init__(params, lr, momentum, alpha, beta, **kwargs)

@@ -123,7 +123,7 @@ class SLS(LineSearchOptimizer):
         min_lr: float = 0.0,
         fail_lr: float = 1e-6,
         grad_tol: float = 1e-8,
-    ):
+    ) -> None:
         if reset not in RESETS:
             raise ValueError(f"Invalid reset: {reset!r} (expected one of {', '.join(RESETS)})")
         if not (isinstance(gamma, (int, float)) and 1.0 <= gamma < math.inf):
