@@ -20,6 +20,9 @@ PARAM_COUNTS = {
     ("senet18", 100): 11_306_524,
     ("densenet121", 10): 6_956_298,
     ("densenet121", 100): 7_048_548,
+    # Ours, for plumbing tests (not a paper model).
+    ("tiny", 10): 1_586,
+    ("tiny", 100): 3_116,
 }
 CASES = sorted(PARAM_COUNTS, key=lambda c: (MODEL_NAMES.index(c[0]), c[1]))
 
@@ -38,7 +41,8 @@ def n_params(model: torch.nn.Module) -> int:
 
 
 def test_registry_names():
-    assert MODEL_NAMES == ("resnet18", "preact_resnet18", "mobilenetv2", "senet18", "densenet121")
+    assert MODEL_NAMES == ("resnet18", "preact_resnet18", "mobilenetv2", "senet18", "densenet121",
+                           "tiny")
     assert tuple(MODELS) == MODEL_NAMES
 
 
@@ -98,3 +102,45 @@ def test_unknown_name_lists_choices():
 def test_bad_num_classes(num_classes):
     with pytest.raises(ValueError, match="num_classes"):
         build_model("resnet18", num_classes)
+
+
+def _gammas(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([m.weight.detach().flatten() for m in model.modules()
+                      if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)])
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_bn_init_legacy_draws_gamma_uniform_and_keeps_other_weights(name):
+    torch.manual_seed(3)
+    fresh = build_model(name)
+    torch.manual_seed(3)
+    legacy = build_model(name, bn_init="legacy", seed=3)
+    g_torch, g_legacy = _gammas(fresh), _gammas(legacy)
+    assert torch.equal(g_torch, torch.ones_like(g_torch))  # PyTorch >= 1.2
+    # U(0, 1): inside the interval, mean 1/2 and variance 1/12 (within sampling error).
+    n = g_legacy.numel()
+    assert 0.0 <= g_legacy.min() and g_legacy.max() < 1.0
+    assert abs(g_legacy.mean().item() - 0.5) < 4 * (1 / 12 / n) ** 0.5
+    if n > 1000:
+        assert abs(g_legacy.var().item() - 1 / 12) < 0.01
+    biases = torch.cat([m.bias.detach().flatten() for m in legacy.modules()
+                        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)])
+    assert torch.equal(biases, torch.zeros_like(biases))
+    # Everything that is not a BatchNorm gamma is the torch-init model's, weight for weight.
+    bn_weights = {id(m.weight) for m in legacy.modules()
+                  if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+    for p_fresh, p_legacy in zip(fresh.parameters(), legacy.parameters()):
+        if id(p_legacy) not in bn_weights:
+            assert torch.equal(p_fresh, p_legacy)
+
+
+def test_bn_init_legacy_depends_on_seed_only():
+    a = _gammas(build_model("tiny", bn_init="legacy", seed=1))
+    b = _gammas(build_model("tiny", bn_init="legacy", seed=1))
+    c = _gammas(build_model("tiny", bn_init="legacy", seed=2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_bn_init_unknown_is_refused():
+    with pytest.raises(ValueError, match="bn_init"):
+        build_model("tiny", bn_init="kaiming")

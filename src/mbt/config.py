@@ -16,11 +16,12 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
 from mbt.config_paths import CONF_DIR
-from mbt.models import MODEL_NAMES
+from mbt.models import BN_INITS, MODEL_NAMES
 
 __all__ = ["ConfigError", "TrainConfig", "register_configs", "validate"]
 
 ModelName = Enum("ModelName", {n: n for n in MODEL_NAMES})
+BnInit = Enum("BnInit", {n: n for n in BN_INITS})
 Dataset = Enum("Dataset", {n: n for n in ("cifar10", "cifar100")})
 Augment = Enum("Augment", {n: n for n in ("paper", "standard", "none")})
 Normalize = Enum("Normalize", {n: n for n in ("code", "true")})
@@ -37,6 +38,9 @@ class ConfigError(ValueError):
 class ModelConfig:
     name: ModelName = MISSING
     num_classes: int = MISSING
+    # BatchNorm gamma init: torch (ones, PyTorch >= 1.2) | legacy (U(0, 1), PyTorch <= 1.1,
+    # what the paper's 2019 code ran with); docs/fidelity.md.
+    bn_init: BnInit = BnInit.torch
 
 
 @dataclass

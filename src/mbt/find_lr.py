@@ -44,7 +44,8 @@ def find_lr_run(cfg: DictConfig) -> dict[str, Any]:
     device = resolve_device(cfg.trainer.device)
     seed_everything(cfg.seed)
     train_loader, _, info = _load_data(cfg, device)
-    model = build_model(cfg.model.name.name, cfg.model.num_classes).to(device)
+    model = build_model(cfg.model.name.name, cfg.model.num_classes,
+                        bn_init=cfg.model.bn_init.name, seed=cfg.seed).to(device)
     _, controller = build_optimizer(cfg.optim, model.parameters())
     if controller is None:
         raise ConfigError(f"find_lr needs an MBT optimizer (optim=mbt_gd|mbt_mmt|mbt_nag), "

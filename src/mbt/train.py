@@ -160,7 +160,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     device = resolve_device(t.device)
     seed_everything(cfg.seed)
     train_loader, test_loader, info = _load_data(cfg, device)
-    model = build_model(cfg.model.name.name, cfg.model.num_classes).to(device)
+    model = build_model(cfg.model.name.name, cfg.model.num_classes,
+                        bn_init=cfg.model.bn_init.name, seed=cfg.seed).to(device)
     if device.type == "cuda" and t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer, controller = build_optimizer(cfg.optim, model.parameters())
