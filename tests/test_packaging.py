@@ -1,0 +1,228 @@
+"""pyproject.toml is the one list of what mbt needs: every import under src/mbt is in it,
+environment.yml and the Makefile's torch pin agree with it, and the package ships its
+version, ``py.typed`` and licence."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.metadata
+import re
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+import mbt
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "mbt"
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+PROJECT = PYPROJECT["project"]
+
+# Import name -> distribution name, where the two differ.
+DIST_OF_IMPORT = {
+    "PIL": "pillow",
+    "yaml": "pyyaml",
+    "hydra": "hydra-core",
+    "hydra_plugins": "hydra-submitit-launcher",
+    "dog": "dog-optimizer",
+    "sklearn": "scikit-learn",
+}
+
+
+def _dist(import_name: str) -> str:
+    return canonicalize_name(DIST_OF_IMPORT.get(import_name, import_name))
+
+
+def _requirements(extras: Iterable[str] = ()) -> dict[str, Requirement]:
+    """pyproject's core requirements plus ``extras``, self-references (mbt[x]) expanded."""
+    found: dict[str, Requirement] = {}
+    todo, done = [*PROJECT["dependencies"]], set()
+    todo_extras = list(extras)
+    while todo or todo_extras:
+        if todo_extras:
+            extra = todo_extras.pop()
+            if extra not in done:
+                done.add(extra)
+                todo += PROJECT["optional-dependencies"][extra]
+            continue
+        req = Requirement(todo.pop())
+        if canonicalize_name(req.name) == canonicalize_name(PROJECT["name"]):
+            todo_extras += sorted(req.extras)
+        else:
+            found[canonicalize_name(req.name)] = req
+    return found
+
+
+def _environment() -> tuple[list[str], list[str]]:
+    """environment.yml's conda entries and its pip section."""
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    conda = [d for d in env["dependencies"] if isinstance(d, str)]
+    pip = [entry for d in env["dependencies"] if isinstance(d, dict) for entry in d["pip"]]
+    return conda, pip
+
+
+def _env_pip() -> tuple[dict[str, Requirement], set[str]]:
+    """environment.yml's pip requirements by name, and the extras of its ``-e .[...]``."""
+    _, pip = _environment()
+    reqs: dict[str, Requirement] = {}
+    extras: set[str] | None = None
+    for entry in pip:
+        editable = re.fullmatch(r"-e\s+\.(?:\[([\w,\s-]*)\])?", entry.strip())
+        if editable:
+            extras = {e.strip() for e in (editable.group(1) or "").split(",") if e.strip()}
+            continue
+        req = Requirement(entry)
+        reqs[canonicalize_name(req.name)] = req
+    assert extras is not None, "environment.yml's pip section must install mbt (`-e .[dev]`)"
+    return reqs, extras
+
+
+def _third_party_imports() -> dict[str, set[str]]:
+    """Top-level names imported anywhere under src/mbt (module-level or not) -> files."""
+    stdlib = set(sys.stdlib_module_names)
+    seen: dict[str, set[str]] = {}
+    for path in sorted(SRC.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top not in stdlib and top != "mbt" and top != "__future__":
+                    seen.setdefault(top, set()).add(str(path.relative_to(ROOT)))
+    return seen
+
+
+# -- imports ---------------------------------------------------------------------------
+def test_every_third_party_import_is_a_core_dependency():
+    imports = _third_party_imports()
+    assert {"torch", "numpy", "PIL"} <= imports.keys()  # the scan itself works
+    core = _requirements()
+    missing = {name: sorted(files) for name, files in imports.items() if _dist(name) not in core}
+    assert not missing, f"imported under src/mbt but not in pyproject's dependencies: {missing}"
+
+
+def test_import_name_map_matches_installed_distributions():
+    """DIST_OF_IMPORT agrees with the metadata of what is installed."""
+    installed = importlib.metadata.packages_distributions()
+    for name in _third_party_imports():
+        dists = {canonicalize_name(d) for d in installed.get(name, [])}
+        if dists:
+            assert _dist(name) in dists, f"import {name!r} comes from {dists}, not {_dist(name)}"
+
+
+def test_config_targets_are_declared():
+    """A Hydra ``_target_`` in conf/ imports its module: core or an extra must declare it."""
+    declared = _requirements(set(PROJECT["optional-dependencies"]))
+    targets: dict[str, set[str]] = {}
+    for path in sorted((ROOT / "conf").rglob("*.yaml")):
+        for top in re.findall(r"_target_:\s*([A-Za-z_]\w*)", path.read_text()):
+            if top not in sys.stdlib_module_names and top != "mbt":
+                targets.setdefault(top, set()).add(str(path.relative_to(ROOT)))
+    assert "torch" in targets
+    missing = {t: sorted(f) for t, f in targets.items() if _dist(t) not in declared}
+    assert not missing, f"conf/ targets whose package pyproject does not declare: {missing}"
+
+
+# -- environment.yml -------------------------------------------------------------------
+def test_environment_lists_every_pyproject_dependency_with_the_same_range():
+    env, extras = _env_pip()
+    assert "dev" in extras
+    wanted = _requirements(extras)
+    problems = []
+    for name, req in wanted.items():
+        got = env.get(name)
+        if got is None:
+            problems.append(f"{req} is missing from environment.yml's pip section")
+            continue
+        if got.marker != req.marker:
+            problems.append(f"{name}: marker {got.marker} in environment.yml, {req.marker} "
+                            "in pyproject")
+        pins = [s for s in got.specifier if s.operator == "=="]
+        if pins:  # a pin must lie inside pyproject's range
+            if not req.specifier.contains(pins[0].version, prereleases=True):
+                problems.append(f"{name}: environment.yml pins {got.specifier}, outside "
+                                f"pyproject's {req.specifier}")
+        elif got.specifier != req.specifier:
+            problems.append(f"{name}: {got.specifier} in environment.yml, {req.specifier} "
+                            "in pyproject")
+    extra_names = sorted(set(env) - set(wanted))
+    if extra_names:
+        problems.append(f"environment.yml lists what pyproject does not declare: {extra_names}")
+    assert not problems, "\n".join(problems)
+
+
+def test_environment_torch_pins_match_the_makefile():
+    env, _ = _env_pip()
+    spec = re.search(r"^TORCH_SPEC \?= *(.*)$", (ROOT / "Makefile").read_text(), re.M)
+    assert spec, "the Makefile no longer sets a default TORCH_SPEC"
+    make = {canonicalize_name(r.name): r for r in map(Requirement, spec.group(1).split())}
+    assert set(make) == {"torch", "torchvision"}
+    for name, req in make.items():
+        assert str(env[name].specifier) == str(req.specifier), (name, env[name], req)
+
+
+def test_environment_python_satisfies_requires_python():
+    conda, _ = _environment()
+    python = [c for c in conda if re.fullmatch(r"python\s*=+\s*[\d.]+", c)]
+    assert len(python) == 1, conda
+    version = python[0].split("=")[-1].strip()
+    assert Version(version) in Requirement(f"python{PROJECT['requires-python']}").specifier
+
+
+# -- what the package ships ------------------------------------------------------------
+def test_version_matches_pyproject():
+    assert mbt.__version__ == PROJECT["version"]
+
+
+def test_version_fallback_matches_pyproject(monkeypatch):
+    """Outside an installed tree ``__version__`` falls back to a literal: keep it in step."""
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    try:
+        importlib.reload(mbt)
+        assert mbt.__version__ == PROJECT["version"]
+    finally:
+        monkeypatch.undo()
+        importlib.reload(mbt)
+
+
+def test_py_typed_is_shipped():
+    assert (Path(mbt.__file__).parent / "py.typed").is_file()
+    package_data = PYPROJECT["tool"]["setuptools"]["package-data"]
+    assert "py.typed" in package_data.get("mbt", [])
+
+
+def test_license_file_matches_pyproject():
+    license_text = (ROOT / "LICENSE").read_text()
+    declared = PROJECT["license"]
+    declared = declared["text"] if isinstance(declared, dict) else declared
+    assert declared == "MIT"
+    assert license_text.startswith("MIT License")
+    assert "Permission is hereby granted, free of charge" in license_text
+
+
+@pytest.mark.parametrize("name", ["LRRangeController", "LRRangeResult", "lr_range_test"])
+def test_lr_range_test_is_exported(name):
+    import mbt.optim
+
+    assert name in mbt.optim.__all__
+    assert getattr(mbt.optim, name) is getattr(importlib.import_module("mbt.optim.lr_range"), name)
