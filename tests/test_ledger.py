@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 
+import pytest
+
 from mbt import ledger
 
 
@@ -24,14 +26,89 @@ def config(**changes) -> dict:
     return cfg
 
 
+FULL = {"n_train": 50000, "n_test": 10000, "files": "0123456789abcdef"}
+HEAD = {"n_train": 5170, "n_test": 1017, "files": "84a1cac196166435"}
+
+
 def test_run_key_ignores_where_files_live_but_not_what_is_computed():
-    base = ledger.run_key(config())
+    base = ledger.run_key(config(), FULL)
     assert base.startswith("resnet18-cifar10-sgd-lr0.1-b200-e200-s0-")
     assert ledger.run_key(config(data__root="/elsewhere", trainer__device="cuda:1",
-                                 logger__project="other", paths__ledger="y")) == base
+                                 logger__project="other", paths__ledger="y"), FULL) == base
     for change in ({"optim__lr": 0.01}, {"seed": 1}, {"data__subset": 500},
-                   {"protocol": "smoke"}, {"trainer__epochs": 15}):
-        assert ledger.run_key(config(**change)) != base, change
+                   {"protocol": "smoke"}, {"trainer__epochs": 15}, {"data__num_workers": 0}):
+        assert ledger.run_key(config(**change), FULL) != base, change
+
+
+def test_run_key_includes_the_data_actually_loaded_not_its_path():
+    full = ledger.run_key(config(), FULL)
+    # The partial copy (allow_partial) is another cell, whatever the config says.
+    assert ledger.run_key(config(data__allow_partial=True), HEAD) != full
+    assert ledger.run_key(config(), {**FULL, "files": "fedcba9876543210"}) != full
+    # The same files at another path (and with the flag that was needed to read them).
+    assert ledger.run_key(config(data__root="/mnt/x", data__allow_partial=True), FULL) == full
+
+
+def test_new_config_keys_at_their_neutral_value_keep_old_keys():
+    base = ledger.run_key(config(), FULL)
+    cfg = config()
+    cfg["model"]["bn_init"] = "torch"  # added after key schema 2, at its neutral value
+    assert ledger.run_key(cfg, FULL) == base
+    cfg["model"]["bn_init"] = "legacy"
+    assert ledger.run_key(cfg, FULL) != base
+
+
+def test_reference_run_key_is_pinned(compose):
+    """The key of a stock config. If this fails, a config change altered every run key:
+    a new key that changes the numbers belongs in ledger.KEY_NEUTRAL with the value that
+    reproduces the old behaviour; one that does not belongs in ledger._KEY_IGNORES.
+    Change the pinned key only with a KEY_SCHEMA bump and `python -m mbt.ledger_migrate`."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.to_container(compose("protocol=full", "experiment=table1"), resolve=True,
+                                 enum_to_str=True)
+    assert ledger.run_key(cfg, HEAD) == "resnet18-cifar10-mbt_gd-lr0.01-b200-e200-s0-0d60d68d"
+
+
+def test_append_is_whole_or_absent_on_a_full_disk(tmp_path, monkeypatch):
+    path = tmp_path / "ledger.jsonl"
+    ledger.append(path, {"run_key": "a", "status": "finished"})
+    before = path.read_bytes()
+    real_write = ledger.os.write
+
+    def short_write(fd, data):  # what a full disk does: part of the bytes, then ENOSPC
+        return real_write(fd, data[: len(data) // 2])
+
+    monkeypatch.setattr(ledger.os, "write", short_write)
+    with pytest.raises(ledger.LedgerError, match="unchanged"):
+        ledger.append(path, {"run_key": "b", "status": "finished", "pad": "x" * 1000})
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    ledger.append(path, {"run_key": "c", "status": "finished"})
+    assert [r["run_key"] for r in ledger.read(path)] == ["a", "c"]
+
+
+def test_a_torn_line_never_swallows_the_next_record(tmp_path, caplog):
+    path = tmp_path / "ledger.jsonl"
+    ledger.append(path, {"run_key": "a", "status": "finished"})
+    with path.open("a") as fh:
+        fh.write('{"run_key": "torn", "sta')  # a crash mid-write, no newline
+    ledger.append(path, {"run_key": "b", "status": "finished"})
+    with caplog.at_level("WARNING"):
+        keys = [r["run_key"] for r in ledger.read(path)]
+    assert keys == ["a", "b"]
+    assert "line 2" in caplog.text and "not valid JSON" in caplog.text
+
+
+def test_reader_reports_lines_that_are_not_records(tmp_path):
+    path = tmp_path / "ledger.jsonl"
+    path.write_text('[1, 2]\n{"run_key": "s", "status": "finished", "lr": "0.1"}\n'
+                    '{"run_key": "ok", "status": "finished", "lr": 0.1}\n')
+    bad = []
+    keys = [r["run_key"] for r in ledger.read(path, on_bad=lambda p, n, why: bad.append((n, why)))]
+    assert keys == ["ok"]
+    assert [n for n, _ in bad] == [1, 2]
+    assert "not a JSON object" in bad[0][1] and "lr is str" in bad[1][1]
 
 
 def test_secrets_are_redacted_in_records(tmp_path):

@@ -24,7 +24,8 @@ def _meta(protocol: str, experiment: str, *, synthetic=False, partial=False, num
     data = {"dataset": dataset, "num_train": num_train, "num_test": 10000,
             "num_classes": 100 if dataset == "cifar100" else 10, "partial": partial,
             "synthetic": synthetic, "root": "data", "subset": None}
-    return {"protocol": protocol, "experiment": experiment, "dataset": dataset, "seed": seed,
+    return {"key_schema": ledger.KEY_SCHEMA,
+            "protocol": protocol, "experiment": experiment, "dataset": dataset, "seed": seed,
             "device": "cuda:0", "device_name": "NVIDIA H100 80GB HBM3", "torch_version": "2.11.0",
             "git_commit": COMMIT, "git_dirty": False, "data": data, "synthetic": synthetic,
             "config": {}, "finished_at": "2025-01-01T00:00:00+00:00"}
@@ -247,6 +248,7 @@ def test_fig3(ledger_path, tmp_path):
 
 def test_missing_target_writes_nothing(tmp_path, capsys):
     empty = tmp_path / "ledger.jsonl"
+    empty.write_text("")
     out = tmp_path / "results"
     assert main(["fig3", "--ledger", str(empty), "--out", str(out)]) == 1
     line = capsys.readouterr().out.strip()

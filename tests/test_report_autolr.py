@@ -25,7 +25,8 @@ def run(optim, lr, seed, accs, wall, *, status="finished", lrs=None, protocol="f
                "search_evals": [None] * n, "steps": [250] * n}
     data = {"dataset": "cifar10", "num_train": 50000, "num_test": 10000, "num_classes": 10,
             "partial": False, "synthetic": False, "subset": None}
-    return {"kind": "train", "run_key": f"resnet18-cifar10-{optim}-lr{lr:g}-s{seed}-{protocol}",
+    return {"kind": "train", "key_schema": 2,
+            "run_key": f"resnet18-cifar10-{optim}-lr{lr:g}-s{seed}-{protocol}",
             "status": status, "protocol": protocol, "experiment": "autolr",
             "model": "resnet18", "dataset": "cifar10", "optim": optim, "lr": lr,
             "batch_size": 200, "epochs": n, "seed": seed, "epochs_completed": n,
@@ -131,6 +132,7 @@ def test_autolr_in_cli_and_index(ledger_path, tmp_path, capsys):
     assert "| Beyond: autolr |" in index and "full · 9 runs / 5 cells" in index
     assert "`make reproduce-autolr PROTOCOL=full`" in index
     empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
     assert main(["autolr", "--ledger", str(empty), "--out", str(tmp_path / "none")]) == 1
     assert "`make reproduce-autolr`" in capsys.readouterr().out
 

@@ -124,7 +124,7 @@ def test_corrupt_checkpoint_falls_back_to_previous(compose, cifar10_root, tmp_pa
 def test_checkpoint_unreadable_everywhere_starts_over(tmp_path):
     (tmp_path / "last.pt").write_bytes(b"not a checkpoint")
     notes = []
-    assert checkpoint.load_latest(tmp_path, notice=notes.append) is None
+    assert checkpoint.load_latest(tmp_path, notice=notes.append) == (None, None)
     assert len(notes) == 1 and "starting over" in notes[0]
 
 

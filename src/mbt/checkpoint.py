@@ -18,11 +18,18 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["capture_rng", "load_latest", "restore_rng", "save"]
+__all__ = ["REQUIRED", "CheckpointError", "capture_rng", "load_latest", "restore_rng", "save"]
 
 log = logging.getLogger(__name__)
 
 LAST, PREV = "last.pt", "prev.pt"
+# What a training checkpoint must hold to resume; a file without one of them counts as
+# unreadable (fall back to prev.pt, then to a fresh start).
+REQUIRED = ("epoch", "model", "optimizer", "rng", "history")
+
+
+class CheckpointError(OSError):
+    """A checkpoint could not be written (disk full, read-only); one-line message."""
 
 
 def capture_rng() -> dict[str, Any]:
@@ -48,12 +55,18 @@ def _as_tuple(obj):
 
 def save(directory: Path, state: dict[str, Any]) -> Path:
     """Write ``state`` as ``directory/last.pt``; the former ``last.pt`` becomes ``prev.pt``."""
-    directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".{LAST}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as fh:
-        torch.save(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except (OSError, RuntimeError) as err:  # torch.save reports a full disk as RuntimeError
+        tmp.unlink(missing_ok=True)
+        reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
+        raise CheckpointError(f"could not save a checkpoint in {directory} ({reason}); "
+                              f"free space and run the same command again to resume") from err
     last = directory / LAST
     if last.exists():
         os.replace(last, directory / PREV)
@@ -61,16 +74,25 @@ def save(directory: Path, state: dict[str, Any]) -> Path:
     return last
 
 
-def load_latest(directory: Path, map_location="cpu", notice=print) -> dict[str, Any] | None:
-    """The newest readable checkpoint in ``directory``, or None (fresh start)."""
+def load_latest(directory: Path, map_location="cpu",
+                notice=print) -> tuple[dict[str, Any], Path] | tuple[None, None]:
+    """``(state, path)`` of the newest readable checkpoint in ``directory``, or
+    ``(None, None)`` (fresh start). A file that does not load, or lacks a key of
+    :data:`REQUIRED`, is reported in one line and skipped."""
     for name in (LAST, PREV):
         path = directory / name
         if not path.exists():
             continue
         try:
-            return torch.load(path, map_location=map_location, weights_only=True)
+            state = torch.load(path, map_location=map_location, weights_only=True)
+            if not isinstance(state, dict) or (lacking := [k for k in REQUIRED
+                                                             if k not in state]):
+                what = "not a dict" if not isinstance(state, dict) else f"no {lacking[0]!r}"
+                raise ValueError(f"not a training checkpoint: {what}")
+            return state, path
         except Exception as err:  # truncated/corrupt files raise many different types
             fallback = (directory / PREV).exists() and name == LAST
-            notice(f"checkpoint {path} is unreadable ({type(err).__name__}); "
+            notice(f"checkpoint {path} is unreadable ({type(err).__name__}: "
+                   f"{str(err).splitlines()[0][:120] if str(err) else ''}); "
                    f"{'falling back to ' + PREV if fallback else 'starting over'}")
-    return None
+    return None, None

@@ -8,6 +8,8 @@ whose message is one line the entrypoint prints as is.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -103,6 +105,7 @@ class LoggerConfig:
     group: str | None = None
     tags: list[str] = field(default_factory=list)
     mode: WandbMode = WandbMode.auto  # auto: online with credentials, else offline
+    init_timeout: float = 30.0  # seconds to reach W&B online before falling back to offline
 
 
 @dataclass
@@ -140,8 +143,50 @@ def _positive(name: str, value, *, allow_zero: bool = False) -> None:
         raise ConfigError(f"{name} must be {bound}, got {value}")
 
 
+# Schema fields whose value is a free-form dict (optimizer kwargs, preset bookkeeping).
+_FREE_FORM = {"optim.builder", "optim.scheduler", "grid"}
+
+
+def _unknown_keys(node: DictConfig, schema: type, prefix: str = "") -> list[str]:
+    """Keys of ``node`` the dataclass ``schema`` does not define (``+key=`` overrides add
+    keys past OmegaConf's struct check)."""
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    out = []
+    for k in node:
+        path = f"{prefix}{k}"
+        if k not in fields:
+            out.append(path)
+            continue
+        sub = fields[k].default_factory
+        if path not in _FREE_FORM and isinstance(sub, type) and dataclasses.is_dataclass(sub):
+            out += _unknown_keys(node[k], sub, f"{path}.")
+    return out
+
+
+def _check_optimizer_args(cfg: DictConfig) -> None:
+    # Build the optimizer once on a dummy parameter: its constructor's checks (alpha,
+    # beta, momentum ranges ...) then fail here, before any data is loaded.
+    import torch
+    from hydra.errors import InstantiationException
+
+    from mbt.optim.factory import build_optimizer
+
+    try:
+        build_optimizer(cfg.optim, [torch.zeros(1, requires_grad=True)])
+    except (ValueError, TypeError, InstantiationException) as err:
+        cause = err.__cause__ or err
+        raise ConfigError(f"optim={cfg.optim.name}: {' '.join(str(cause).split())}") from err
+
+
 def validate(cfg: DictConfig) -> None:
     """Range checks the schema cannot express; raises :class:`ConfigError`."""
+    unknown = _unknown_keys(cfg, TrainConfig)
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {', '.join(unknown)} (the schema, "
+                          f"mbt.config.TrainConfig, does not define them; a typo in a "
+                          f"+key= override?)")
+    if not math.isfinite(float(cfg.optim.lr)):
+        raise ConfigError(f"optim.lr must be a finite number, got {cfg.optim.lr}")
     _positive("optim.lr", cfg.optim.lr)
     _positive("trainer.epochs", cfg.trainer.epochs)
     _positive("trainer.batch_size", cfg.trainer.batch_size)
@@ -172,3 +217,4 @@ def validate(cfg: DictConfig) -> None:
                           f"{cfg.experiment!r} has none")
     if "_target_" not in cfg.optim.builder:
         raise ConfigError(f"optim {cfg.optim.name!r} has no builder._target_")
+    _check_optimizer_args(cfg)

@@ -1,53 +1,94 @@
-"""The run ledger: one JSON line per finished (or diverged) training run.
+"""The run ledger: one JSON line per finished (or diverged) training run or lr search.
 
 Report code reads only this file (``mbt.report``), so every table can be rebuilt
-without re-training. Appends take an exclusive ``flock`` on a side lock file and write
-the whole line with one ``write`` on an ``O_APPEND`` descriptor, so concurrent runs
-(a multirun sweep, several SLURM jobs on a shared file system with working locks)
-never interleave lines.
+without re-training. The file is append-only and every append is whole or absent: it
+takes an exclusive ``flock`` on a side lock file, writes the line with one ``write`` on
+an ``O_APPEND`` descriptor, checks the byte count and fsyncs; on any failure (a full
+disk) it truncates the file back to its size before the write and raises
+:class:`LedgerError`. Concurrent runs (a sweep, SLURM jobs on a file system with working
+locks) therefore never interleave or tear lines, and a line torn by an earlier crash
+never swallows the next record (the append starts on a fresh line).
 
-The run key names a cell of an experiment: a readable prefix plus a hash of the
-resolved config without the keys that do not change what is computed (where files
-live, logging, progress display, the device string), so ``run_key`` is stable across
-machines and a sweep can skip cells that are already in the ledger.
+Run identity (key schema 2, :data:`KEY_SCHEMA`): a readable prefix plus a hash of
+
+* the resolved config, without the keys that do not change what is computed (where files
+  live, logging, progress display, the device string; :data:`_KEY_IGNORES`) and without
+  keys added after schema 2 while they hold their neutral value (:data:`KEY_NEUTRAL`), so
+  adding a config key with a default leaves every existing key valid;
+* a fingerprint of the data actually loaded (numbers of train/test images and a hash of
+  the files' md5 sums, not their path): a run on the 5170-image partial copy never
+  satisfies a full-CIFAR cell, and the same files at another path still match.
+
+Records written under an older schema are migrated with ``python -m mbt.ledger migrate``
+(appends re-keyed copies; nothing is rewritten).
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
+import logging
+import numbers
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FINAL_STATUSES", "append", "find", "read", "run_key", "scrub_secrets"]
+__all__ = ["FINAL_STATUSES", "KEY_NEUTRAL", "KEY_SCHEMA", "LedgerError", "append", "find",
+           "identity", "read", "run_key", "scrub_secrets"]
+
+log = logging.getLogger(__name__)
 
 FINAL_STATUSES = ("finished", "diverged")
+KEY_SCHEMA = 2
 
-# Keys that do not change the numbers a run produces.
+# Keys that do not change the numbers a run produces. data.root/allow_partial/download
+# are replaced by the fingerprint of the files actually read.
 _KEY_IGNORES = {
     ("data", "root"), ("data", "download"), ("data", "allow_partial"),
-    ("data", "num_workers"), ("data", "test_batch_size"), ("data", "synthetic_fallback"),
+    ("data", "test_batch_size"), ("data", "synthetic_fallback"),
     ("trainer", "device"), ("trainer", "progress"), ("trainer", "stop_after"),
-    ("trainer", "keep_checkpoint"), ("trainer", "check_every"),
+    ("trainer", "keep_checkpoint"), ("trainer", "checkpoint_every"),
     ("logger",), ("paths",), ("notes",), ("experiment",), ("grid",),
 }
+# Keys added after key schema 2, with the value that reproduces what ran before them: a
+# key at its neutral value is left out of the hash, so old keys stay valid. A new config
+# key that changes the numbers goes here (tests/test_ledger.py pins a reference key and
+# fails when a key is added without an entry).
+KEY_NEUTRAL: dict[tuple[str, ...], Any] = {
+    ("model", "bn_init"): "torch",
+}
 _SECRET = re.compile(r"(api[_-]?key|token|secret|password)", re.IGNORECASE)
+
+
+class LedgerError(OSError):
+    """The ledger could not be written or read as asked; the message is one line."""
 
 
 def _strip(node: Any, path: tuple = ()) -> Any:
     if isinstance(node, dict):
         return {k: _strip(v, (*path, k)) for k, v in sorted(node.items())
-                if (*path, k) not in _KEY_IGNORES}
+                if (*path, k) not in _KEY_IGNORES
+                and not ((*path, k) in KEY_NEUTRAL and v == KEY_NEUTRAL[(*path, k)])}
     return node
 
 
-def run_key(config: dict) -> str:
-    """``<model>-<data>-<optim>-lr<lr>-b<batch>-e<epochs>-s<seed>-<hash8>`` of a resolved config."""
-    digest = hashlib.sha256(json.dumps(_strip(config), sort_keys=True,
+def identity(config: dict, data: dict) -> dict:
+    """What the run key hashes: the config that changes the numbers + the data fingerprint."""
+    cfg = _strip(config)
+    if (config.get("data") or {}).get("pipeline") == "device":
+        cfg.get("data", {}).pop("num_workers", None)  # only the DataLoader pipeline uses it
+    fingerprint = {k: data[k] for k in ("n_train", "n_test", "files") if k in data}
+    return {"key_schema": KEY_SCHEMA, "config": cfg, "data": fingerprint}
+
+
+def run_key(config: dict, data: dict) -> str:
+    """``<model>-<data>-<optim>-lr<lr>-b<batch>-e<epochs>-s<seed>-<hash8>`` of a resolved
+    config and the fingerprint (:func:`mbt.data.cifar.fingerprint`) of the data it loaded."""
+    digest = hashlib.sha256(json.dumps(identity(config, data), sort_keys=True,
                                        default=str).encode()).hexdigest()[:8]
     t = config["trainer"]
     lr = f"{float(config['optim']['lr']):g}"
@@ -65,44 +106,96 @@ def scrub_secrets(node: Any) -> Any:
     return node
 
 
+def _lock(path: Path):
+    return open(path.with_name(path.name + ".lock"), "a")
+
+
 def append(path: str | Path, record: dict) -> None:
-    """Append ``record`` as one line, atomically with respect to other appenders."""
+    """Append ``record`` as one whole line, or nothing: raises :class:`LedgerError` (and
+    leaves the file as it was) when the line cannot be written in full."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(scrub_secrets(record), sort_keys=True, allow_nan=True) + "\n").encode()
-    with open(path.with_name(path.name + ".lock"), "a") as lock:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = _lock(path)
+    except OSError as err:
+        raise LedgerError(f"cannot write the ledger {path}: {err.strerror or err}") from err
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise LedgerError(f"cannot write the ledger {path}: {err.strerror}") from err
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line  # a torn last line stays a bad line of its own
             try:
-                os.write(fd, line)
+                written = os.write(fd, line)
+                if written != len(line):
+                    raise OSError(errno.ENOSPC, f"short write ({written} of {len(line)} bytes)")
                 os.fsync(fd)
-            finally:
-                os.close(fd)
+            except OSError as err:
+                os.ftruncate(fd, size)
+                raise LedgerError(f"could not append to the ledger {path} "
+                                  f"({err.strerror or err}); the file is unchanged, the record "
+                                  f"was not saved (disk full?)") from err
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            os.close(fd)
 
 
-def read(path: str | Path) -> Iterator[dict]:
-    """The records in file order; a torn last line (a crash mid-write) is skipped."""
+def _bad_line(path: Path, number: int, why: str) -> None:
+    log.warning("%s line %d: %s; skipped", path, number, why)
+
+
+# Fields a report does arithmetic on: a record whose value is not a number is refused.
+_NUMERIC = ("lr", "batch_size", "epochs", "seed", "best_test_acc", "final_test_acc",
+            "search_lr", "search_mean_lr", "wall_time", "seconds", "func_evals")
+
+
+def _problem(record: Any) -> str | None:
+    if not isinstance(record, dict):
+        return f"not a JSON object ({type(record).__name__})"
+    for k in _NUMERIC:
+        v = record.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real)):
+            return f"{k} is {type(v).__name__} {v!r}, not a number"
+    return None
+
+
+def read(path: str | Path,
+         on_bad: Callable[[Path, int, str], None] = _bad_line) -> Iterator[dict]:
+    """The records in file order. A line that is not a JSON object with numbers where
+    numbers belong (a torn write, a hand edit) is skipped and reported through
+    ``on_bad(path, line_number, why)`` (default: a warning naming the line)."""
     path = Path(path)
     if not path.exists():
         return
     with path.open() as fh:
-        for line in fh:
+        for number, line in enumerate(fh, 1):
             line = line.strip()
             if not line:
                 continue
             try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                on_bad(path, number, f"not valid JSON ({err.msg}, torn write?)")
                 continue
+            why = _problem(record)
+            if why:
+                on_bad(path, number, why)
+                continue
+            yield record
+
+
+def _quiet(*_):
+    pass
 
 
 def find(path: str | Path, key: str) -> dict | None:
     """The last finished or diverged record with ``run_key == key``, if any."""
     found = None
-    for record in read(path):
+    for record in read(path, on_bad=_quiet):
         if record.get("run_key") == key and record.get("status") in FINAL_STATUSES:
             found = record
     return found

@@ -3,6 +3,8 @@
 ``logger.mode=auto`` (the default) runs online when credentials exist (the
 ``WANDB_API_KEY`` variable or a ``wandb login`` entry in ~/.netrc) and otherwise
 offline, with one notice line; offline runs can be uploaded later with ``wandb sync``.
+Online init is bounded (``logger.init_timeout`` seconds): with credentials but no network
+the run falls back to offline with one notice line and trains on.
 The API key is never copied into the run config, the ledger or the logs: wandb reads
 it from the environment itself.
 """
@@ -66,13 +68,29 @@ class WandbTracker:
         if message:
             notice(message)
         run_dir.mkdir(parents=True, exist_ok=True)
-        self.run = wandb.init(
-            project=logger_cfg["project"], entity=logger_cfg.get("entity"),
-            group=logger_cfg.get("group"), tags=list(logger_cfg.get("tags") or []),
-            name=run_key, id=_wandb_id(run_key), resume="allow", config=config,
-            dir=str(run_dir), mode=self.mode,
-            settings=wandb.Settings(console="off", quiet=True, silent=True),
-        )
+        timeout = float(logger_cfg.get("init_timeout") or 30)
+
+        def init(mode: str):
+            return wandb.init(
+                project=logger_cfg["project"], entity=logger_cfg.get("entity"),
+                group=logger_cfg.get("group"), tags=list(logger_cfg.get("tags") or []),
+                name=run_key, id=_wandb_id(run_key), resume="allow", config=config,
+                dir=str(run_dir), mode=mode,
+                settings=wandb.Settings(console="off", quiet=True, silent=True,
+                                        init_timeout=timeout),
+            )
+
+        try:
+            self.run = init(self.mode)
+        except Exception as err:  # CommError, timeouts, HTTP errors: all mean "not online"
+            if self.mode != "online":
+                raise
+            reason = " ".join(str(err).split())[:160] or type(err).__name__
+            notice(f"W&B: could not start an online run within {timeout:g} s ({reason}): "
+                   f"logging offline; upload later with `wandb sync <dir>`")
+            self.mode = "offline"
+            wandb.teardown()  # the failed init still holds the run id in wandb's service
+            self.run = init(self.mode)
         self.info = {"mode": self.mode, "dir": str(Path(self.run.dir).parent),
                      "url": getattr(self.run, "url", None) if self.mode == "online" else None,
                      "id": self.run.id, "project": logger_cfg["project"]}

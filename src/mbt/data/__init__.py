@@ -120,6 +120,7 @@ def build_loaders(
         "mean": list(mean),
         "std": list(std),
         "pipeline": pipeline,
+        "fingerprint": data.fingerprint,  # part of the run key (mbt.ledger)
     }
     return train_loader, test_loader, info
 

@@ -11,6 +11,8 @@ torchvision's ``.data`` / ``.targets`` (HWC uint8, int labels).
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
 import pickle
@@ -96,6 +98,39 @@ class CifarData:
     partial: bool
     synthetic: bool
     root: Path
+    md5: dict[str, str]  # of every data file read
+
+    @property
+    def fingerprint(self) -> dict:
+        """What identifies the images read, wherever they live: their numbers and a hash
+        of the data files' md5 sums (part of the run key, :mod:`mbt.ledger`)."""
+        files = hashlib.sha256(json.dumps(sorted(self.md5.items())).encode()).hexdigest()
+        return {"n_train": len(self.train.labels), "n_test": len(self.test.labels),
+                "files": files[:16]}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Admits what a CIFAR batch holds (dicts, lists, str/bytes, ints and numpy arrays)
+    and nothing else: a pickle naming any other global (``os.system``, ...) is refused
+    before it can run (pickle runs code through such globals)."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),  # how Python 3 pickles of numpy arrays store raw bytes
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load global {module}.{name}: a CIFAR "
+                                     f"batch holds only dicts, lists, strings and arrays")
+
+
+def _unpickle(data: bytes):
+    # latin1 as torchvision does: the originals are Python 2 pickles.
+    return _CifarUnpickler(io.BytesIO(data), encoding="latin1").load()
 
 
 def _files_summary(spec: CifarSpec) -> str:
@@ -141,11 +176,11 @@ def _read_manifest(base: Path) -> dict | None:
         raise DataError(f"unreadable synthetic-data manifest {path}: {e}") from e
 
 
-def _read_batch(path: Path, spec: CifarSpec) -> Split:
+def _read_batch(path: Path, raw: bytes, spec: CifarSpec) -> Split:
     try:
-        with open(path, "rb") as f:
-            # latin1 as torchvision does: the originals are Python 2 pickles.
-            entry = pickle.load(f, encoding="latin1")
+        entry = _unpickle(raw)
+        if not isinstance(entry, dict):
+            raise pickle.UnpicklingError(f"holds a {type(entry).__name__}, not a dict")
         # Originals give str keys under latin1; copies re-pickled by Python 3 give bytes keys.
         entry = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()}
         data = np.asarray(entry["data"], dtype=np.uint8)
@@ -161,8 +196,21 @@ def _read_batch(path: Path, spec: CifarSpec) -> Split:
     return Split(np.ascontiguousarray(images), labels)
 
 
-def _read_split(base: Path, files: list[tuple[str, str]], spec: CifarSpec) -> Split:
-    parts = [_read_batch(base / f, spec) for f, _ in files if (base / f).is_file()]
+def _read_files(base: Path, files: list[tuple[str, str]]) -> dict[str, bytes]:
+    """The bytes of those ``files`` present under ``base`` (read once for md5 and parsing)."""
+    out = {}
+    for f, _ in files:
+        try:
+            out[f] = (base / f).read_bytes()
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise DataError(f"cannot read {base / f}: {e.strerror or e}") from e
+    return out
+
+
+def _parse_split(base: Path, raw: dict[str, bytes], spec: CifarSpec) -> Split:
+    parts = [_read_batch(base / f, data, spec) for f, data in raw.items()]
     return Split(
         np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts])
     )
@@ -206,18 +254,22 @@ def load_cifar(
                 f"{spec.title} not found under {root}: expected {_files_summary(spec)}, "
                 f"missing {', '.join(missing)}; {_how_to_get(spec, root)}"
             )
+    raw_train = _read_files(base, spec.train_files)
+    raw_test = _read_files(base, spec.test_files)
+    md5 = {f: hashlib.md5(b).hexdigest() for f, b in {**raw_train, **raw_test}.items()}
+    if not allow_partial:
         sums = manifest["md5"] if manifest is not None else dict(data_files)
-        # `or "-"`: a sum missing from a manifest must fail (check_integrity skips md5=None).
-        bad = [f for f, _ in data_files if not check_integrity(str(base / f), sums.get(f) or "-")]
+        # A sum missing from a manifest fails the check.
+        bad = [f for f, _ in data_files if md5.get(f) != sums.get(f)]
         if bad:
             raise DataError(
                 f"{spec.title} under {root} fails the md5 check for {', '.join(bad)} "
                 f"(partial or corrupt copy?); set data.allow_partial=true to read it anyway, "
                 f"or re-download ({_how_to_get(spec, root)})"
             )
-
-    train = _read_split(base, spec.train_files, spec)
-    test = _read_split(base, spec.test_files, spec)
+    train = _parse_split(base, raw_train, spec)
+    test = _parse_split(base, raw_test, spec)
+    del raw_train, raw_test
     if manifest is not None:
         full = (int(manifest["n_train"]), int(manifest["n_test"]))
     else:
@@ -234,7 +286,8 @@ def load_cifar(
         len(test.labels),
         f" (partial copy; missing: {', '.join(missing) or 'none'})" if partial else "",
     )
-    return CifarData(train, test, partial=partial, synthetic=manifest is not None, root=root)
+    return CifarData(train, test, partial=partial, synthetic=manifest is not None, root=root,
+                     md5=md5)
 
 
 def subset_indices(n_available: int, n: int, seed: int) -> np.ndarray:

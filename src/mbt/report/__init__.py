@@ -14,6 +14,7 @@ Library use::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +27,13 @@ from .common import (
     Selection,
     commands,
     commits_of,
+    guard,
     load_ledger,
     load_wandb,
     md_table,
     plural,
     select,
+    stamp,
     write_md,
 )
 
@@ -83,6 +86,9 @@ def build(target: str, records: list[dict], out: str | Path = "results", *,
     sel = _select(target, records, protocol)
     if not sel.records:
         return BuildResult(target, sel)
+    where = guard(target, sel.protocol, len(sel.records), sel.cells, ctx.out, ctx.force)
+    if where != ctx.out:
+        ctx = dataclasses.replace(ctx, out=where)
     written = _BUILDERS[target](sel, ctx)
     log.info("%s: wrote %s", target, ", ".join(map(str, written)))
     return BuildResult(target, sel, written)
@@ -117,18 +123,22 @@ def write_index(out: str | Path, records: list[dict], *, protocol: str | None = 
     """Write ``<out>/README.md``: every target with its status and the commands."""
     out = Path(out)
     ctx = ctx or Context(out=out)
-    rows = []
+    rows, total, cells = [], 0, 0
     for target in TARGETS:
         sel = _select(target, records, protocol)
         name, what = _WHAT[target]
         files = ", ".join(f"[`{p.name}`]({p.name})" for p in sorted(out.glob(f"{target}.*")))
         make_cmd, report_cmd = commands(target, sel.protocol, ctx)
         rows.append([name, what, status_line(sel), files, f"`{make_cmd}`, `{report_cmd}`"])
+        total += len(sel.records)
+        cells += sel.cells
     for stem, name, what, cmd in _OTHER_RESULTS:
         files = sorted(out.glob(f"{stem}.*"))
         rows.append([name, what, "present" if files else "not run",
                      ", ".join(f"[`{p.name}`]({p.name})" for p in files), f"`{cmd}`"])
-    lines = ["# Results", "",
+    # The index covers every target: an emptier ledger must not replace it (guard).
+    guard("README", "index", total, cells, out, ctx.force)
+    lines = [stamp("README", "index", total, cells), "# Results", "",
              "Every table and figure here is rebuilt from the run ledger "
              f"(`{ctx.source}`) by `python -m mbt.report all`, which also rewrites this index; "
              "the paper's numbers are in [`paper/`](paper/README.md). A status other than "

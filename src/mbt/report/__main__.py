@@ -51,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--project", default="mbt", help="W&B project for --source wandb")
     p.add_argument("--entity", default=None, help="W&B entity for --source wandb")
     p.add_argument("--paper-dir", default=None, help="paper CSVs (default: results/paper)")
+    p.add_argument("--force", action="store_true",
+                   help="replace committed outputs even with a lower protocol or fewer runs")
     return p.parse_args(argv)
 
 
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         source = args.ledger
     ctx = Context(out=Path(args.out), paper_dir=Path(args.paper_dir) if args.paper_dir else None,
-                  source=source, report_args=extra)
+                  source=source, report_args=extra, force=args.force)
     try:
         if args.source == "wandb":
             records = load_wandb(args.project, args.entity, protocol=args.protocol)

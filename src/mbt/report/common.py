@@ -7,9 +7,11 @@ W&B public API, rebuilt into the same record dicts. Nothing here trains.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import re
 import socket
 import statistics
 from collections.abc import Callable, Hashable, Iterable
@@ -24,7 +26,8 @@ from mbt import ledger
 
 __all__ = [
     "DISPLAY", "PROTOCOLS", "TARGETS", "Context", "ReportError", "Selection", "Shared", "Stat",
-    "accuracies", "chance_acc", "commands", "fmt_delta", "fmt_lr", "header", "load_ledger",
+    "accuracies", "bn_init", "chance_acc", "commands", "fmt_delta", "fmt_lr", "guard",
+    "header", "load_ledger", "read_stamp", "stamp",
     "load_wandb", "lr_key", "md_table", "plural", "record_from_wandb", "select", "stat",
     "write_csv", "write_md",
 ]
@@ -32,6 +35,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TARGETS = ("table1", "table2", "table3", "fig2b", "fig3", "autolr")
+# Targets whose reports show runs of both BatchNorm inits side by side (model.bn_init);
+# the others take the torch-init runs only.
+VARIANT_TARGETS = ("table1", "fig2b")
 # Preference order when several protocols cover the same number of cells.
 PROTOCOLS = ("full", "quick", "cpu", "smoke", "custom")
 # What the paper did, for the warning on any other protocol (Sec. 4, captions of
@@ -74,6 +80,7 @@ class Context:
     paper_dir: Path | None = None
     source: str = "runs/ledger.jsonl"   # shown in headers
     report_args: str = ""               # extra CLI args to repeat, e.g. " --ledger x.jsonl"
+    force: bool = False                 # replace committed outputs whatever they hold
 
 
 @dataclass
@@ -150,12 +157,50 @@ def accuracies(record: dict) -> tuple[float | None, float | None, bool]:
 # --- reading runs -------------------------------------------------------------------
 
 def load_ledger(path: str | Path) -> list[dict]:
-    """Finished and diverged records; a ``run_key`` written twice keeps its last record."""
+    """Finished and diverged records of the current key schema; a ``run_key`` written twice
+    keeps its last record. Lines that are not records are reported by :func:`ledger.read`;
+    records of an older key schema are counted and skipped with one warning (their keys
+    cannot be compared with today's: ``python -m mbt.ledger_migrate`` re-keys them).
+    A missing file is a :class:`ReportError`, never an empty report."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReportError(f"no ledger at {path} (run the experiments first, or pass "
+                          f"--ledger results/ledger.jsonl for the committed runs)")
     by_key: dict[str, dict] = {}
+    old = 0
     for i, record in enumerate(ledger.read(path)):
-        if record.get("status") in ledger.FINAL_STATUSES:
-            by_key[record.get("run_key") or f"#{i}"] = record
+        if record.get("status") not in ledger.FINAL_STATUSES:
+            continue
+        if record.get("key_schema") != ledger.KEY_SCHEMA:
+            old += 1
+            continue
+        by_key[record.get("run_key") or f"#{i}"] = record
+    if old:
+        log.warning("%s: skipped %s of an older key schema (no data fingerprint in their run "
+                    "keys); `python -m mbt.ledger_migrate %s` re-keys them", path,
+                    plural(old, "record"), path)
     return list(by_key.values())
+
+
+def bn_init(r: dict) -> str:
+    return r.get("bn_init") or _get(r, "config", "model", "bn_init") or "torch"
+
+
+def _one_per_cell_and_seed(records: list[dict], target: str,
+                           cell_of: Callable[[dict], Hashable]) -> list[dict]:
+    """One sample per (cell, seed, BatchNorm init): the newest (last in ledger order) wins,
+    with a warning naming the runs it replaces (e.g. the same cell on other data)."""
+    newest: dict[Hashable, dict] = {}
+    replaced: dict[Hashable, list[str]] = {}
+    for r in records:
+        k = (cell_of(r), r.get("seed"), bn_init(r))
+        if k in newest:
+            replaced.setdefault(k, []).append(str(newest[k].get("run_key")))
+        newest[k] = r
+    for k, keys in replaced.items():
+        log.warning("%s: cell %s seed %s counted once, from %s; not counted: %s", target,
+                    k[0], k[1], newest[k].get("run_key"), ", ".join(keys))
+    return list(newest.values())
 
 
 def _first_line(err: BaseException) -> str:
@@ -280,6 +325,13 @@ def select(records: Iterable[dict], target: str, kind: str,
     join, when they have the settings (epochs, batch size, subset) of one of the target's
     own runs under that protocol, or when the target has none of its own there."""
     records = [r for r in records if r.get("kind", "train") == kind]
+    if target not in VARIANT_TARGETS:
+        legacy = [r for r in records if bn_init(r) != "torch"]
+        if legacy:
+            log.warning("%s: %s with model.bn_init other than torch left out (only %s "
+                        "report both inits)", target, plural(len(legacy), "run"),
+                        ", ".join(VARIANT_TARGETS))
+            records = [r for r in records if bn_init(r) == "torch"]
     own: dict[str, list[dict]] = {}
     other: dict[str, list[dict]] = {}
     for r in records:
@@ -301,7 +353,8 @@ def select(records: Iterable[dict], target: str, kind: str,
         return (-cells[p], PROTOCOLS.index(p) if p in PROTOCOLS else len(PROTOCOLS))
 
     chosen = protocol if protocol is not None else min(cells, key=rank, default=None)
-    chosen_records = by_protocol.get(chosen, []) if chosen is not None else []
+    chosen_records = _one_per_cell_and_seed(by_protocol.get(chosen, []), target, cell_of) \
+        if chosen is not None else []
     others = {p: cells[p] for p in sorted(cells, key=rank) if p != chosen}
     borrowed: dict[str, int] = {}
     for r in chosen_records:
@@ -370,7 +423,7 @@ def header(title: str, sel: Selection, ctx: Context, notes: Iterable[str] = ()) 
     protocol), then a provenance table (protocol, runs, seeds, epochs, devices, commits)."""
     rs = sel.records
     n = len(rs)
-    lines = [f"# {title}", ""]
+    lines = [stamp(sel.target, sel.protocol, n, sel.cells), f"# {title}", ""]
     warnings = []
     synthetic = sum(bool(r.get("synthetic") or _get(r, "data", "synthetic")) for r in rs)
     partial = sum(bool(_get(r, "data", "partial")) for r in rs)
@@ -436,6 +489,53 @@ def header(title: str, sel: Selection, ctx: Context, notes: Iterable[str] = ()) 
 
 
 # --- writing ------------------------------------------------------------------------------
+
+_STAMP = re.compile(r"^<!-- mbt-report (\{.*\}) -->$")
+
+
+def stamp(target: str, protocol: str | None, runs: int, cells: int) -> str:
+    """The first line of every report .md: what it was built from, for the overwrite guard."""
+    return "<!-- mbt-report " + json.dumps({"target": target, "protocol": protocol,
+                                            "runs": runs, "cells": cells}) + " -->"
+
+
+def read_stamp(path: Path) -> dict | None:
+    """The stamp of an existing report file, or None (absent, or written before stamps)."""
+    try:
+        with path.open() as fh:
+            m = _STAMP.match(fh.readline().strip())
+    except OSError:
+        return None
+    return json.loads(m.group(1)) if m else None
+
+
+def protocol_rank(protocol: str | None) -> int:
+    """0 for full, larger for lower protocols (the order of :data:`PROTOCOLS`)."""
+    return PROTOCOLS.index(protocol) if protocol in PROTOCOLS else len(PROTOCOLS)
+
+
+def guard(target: str, protocol: str | None, runs: int, cells: int, out: Path,
+          force: bool) -> Path:
+    """Where ``target``'s outputs may go without destroying committed results.
+
+    A lower protocol never replaces a higher one's files: it is written to
+    ``<out>/<protocol>/`` instead (with a warning). The same protocol built from fewer runs
+    or cells (an empty or partial ledger) is refused with :class:`ReportError`.
+    ``force`` writes in place whatever is there."""
+    old = read_stamp(out / f"{target}.md")
+    if force or old is None:
+        return out
+    if protocol_rank(protocol) > protocol_rank(old.get("protocol")):
+        log.warning("%s: %s holds protocol %s (%s); writing the %s report to %s instead "
+                    "(--force replaces it)", target, out / f"{target}.md", old["protocol"],
+                    plural(old["runs"], "run"), protocol, out / str(protocol))
+        return out / str(protocol)
+    if protocol == old.get("protocol") and (runs < old["runs"] or cells < old["cells"]):
+        raise ReportError(f"{target}: {out / (target + '.md')} holds {plural(old['runs'], 'run')}"
+                          f" / {plural(old['cells'], 'cell')} of protocol {protocol}; this "
+                          f"ledger gives {runs} / {cells}: not replacing it (wrong --ledger? "
+                          f"--force replaces it)")
+    return out
 
 def write_md(path: Path, lines: list[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,105 @@
+"""The command-line contract every ``@hydra.main`` entrypoint of mbt keeps.
+
+* A known error (bad config value, missing data, unwritable ledger) is ONE ``error:``
+  line on stderr: exit 2 for what the user must change (config, data), 1 for I/O.
+* Ctrl-C is one line and exit 130 (the checkpoint of the last whole epoch stays).
+* In a multirun, a cell that fails that way is reported and skipped; the sweep goes on
+  and the process exits non-zero at the end, naming the failed cells.
+* The job's result (a ledger record) is the last stdout line, as JSON.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from hydra.types import RunMode
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from mbt.checkpoint import CheckpointError
+from mbt.config import ConfigError
+from mbt.data import DataError
+from mbt.ledger import LedgerError
+from mbt.run import RunIOError
+
+__all__ = ["one_line_errors", "run_and_print"]
+
+# (exit code, error types) for errors whose message is already one line.
+_KNOWN = ((2, (ConfigError, DataError)), (1, (LedgerError, RunIOError, CheckpointError)))
+# Cells of the current multirun that failed: (job number, overrides, message).
+_FAILED: list[tuple[str, str, str]] = []
+
+
+def _multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def run_and_print(job: Callable[[DictConfig], dict], cfg: DictConfig) -> None:
+    """Run ``job(cfg)`` under the contract above; print its record as the last line."""
+    try:
+        record = job(cfg)
+    except KeyboardInterrupt:
+        print("interrupted: the last whole epoch is checkpointed; run the same command "
+              "again to resume", file=sys.stderr, flush=True)
+        sys.exit(130)
+    except tuple(t for _, types in _KNOWN for t in types) as err:
+        code = next(c for c, types in _KNOWN if isinstance(err, types))
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        if not _multirun():
+            sys.exit(code)
+        job_cfg = HydraConfig.get().job
+        _FAILED.append((str(job_cfg.num), " ".join(job_cfg.override_dirname.split(",")),
+                        str(err)))
+        return
+    print(json.dumps(record, allow_nan=True, default=str), flush=True)
+
+
+_DETAIL = ("full_key:", "reference_type=", "object_type=", "Set the environment")
+
+
+def _condense(err: BaseException) -> str:
+    """Hydra's composition error as one line: its message, the options it lists
+    (tab-indented in Hydra's text) and the OmegaConf cause, without the detail lines."""
+    text, seen = "", set()
+    for e in (err, err.__cause__):
+        for raw in str(e or "").split("Config search path:")[0].splitlines():
+            line = raw.strip()
+            if not line or line.startswith(_DETAIL) or line in seen:
+                continue
+            seen.add(line)
+            sep = " " if text.endswith(":") else ", " if raw.startswith("\t") else "; "
+            text = f"{text}{sep}{line}" if text else line
+    return text
+
+
+def one_line_errors(hydra_main: Callable[[], None]) -> Callable[[], None]:
+    """Wrap a ``@hydra.main`` function: Hydra prints a bad override (``model=resnet19``)
+    over several lines and exits 1; we print one ``error:`` line and exit 2.
+    ``HYDRA_FULL_ERROR=1`` set by the user keeps Hydra's full report. After a multirun,
+    exit 1 if any cell failed (the others ran)."""
+    @functools.wraps(hydra_main)
+    def entry() -> None:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            hydra_main()
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = "1"  # so composition errors reach us unprinted
+            try:
+                hydra_main()
+            except (HydraException, OmegaConfBaseException) as err:
+                print(f"error: {_condense(err)}", file=sys.stderr, flush=True)
+                sys.exit(2)
+            except KeyboardInterrupt:
+                print("interrupted", file=sys.stderr, flush=True)
+                sys.exit(130)
+        if _FAILED:
+            print(f"error: {len(_FAILED)} cell(s) of the sweep failed and were skipped: "
+                  + "; ".join(f"#{n} [{o}]: {m}" for n, o, m in _FAILED),
+                  file=sys.stderr, flush=True)
+            sys.exit(1)
+    return entry

@@ -1,0 +1,173 @@
+"""What every entrypoint does before its own work, in one place.
+
+:func:`open_run` is the shared path of ``mbt.train`` and ``mbt.find_lr``: validate the
+config, check that the ledger and run directories can be written, pick the device, seed,
+load the data, derive the run identity (config + data fingerprint, :mod:`mbt.ledger`),
+take the per-run lock, and look the key up in the ledger. :func:`provenance` is the part
+of a ledger record every entrypoint writes the same way.
+
+The per-run lock (``flock`` on ``<paths.runs>/<run_key>/lock``) makes two sweeps on one
+ledger safe: the second process to reach a cell waits for the first, then finds its
+record in the ledger and skips the cell instead of training it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from mbt import ledger
+from mbt.config import ConfigError, validate
+from mbt.data import DataError, build_loaders_from_config
+from mbt.data.synthetic import write_cifar
+from mbt.runinfo import device_name, git_state, resolve_device, seed_everything
+
+__all__ = ["Run", "RunIOError", "load_data", "notice", "open_run", "probe_writable",
+           "provenance"]
+
+_SYNTHETIC_SIZES = {"n_train": 2000, "n_test": 500}
+LOCK = "lock"
+
+
+class RunIOError(OSError):
+    """A run directory or the ledger cannot be written; the message is one line."""
+
+
+def notice(msg: str) -> None:
+    """A one-line message for the person running the job (stderr, unbuffered)."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def load_data(cfg: DictConfig, device: torch.device):
+    """``(train_loader, test_loader, info)`` of the run; with ``data.synthetic_fallback``,
+    a generated CIFAR-layout set (labelled synthetic) where no CIFAR files are found."""
+    kwargs = dict(batch_size=cfg.trainer.batch_size, seed=cfg.seed, device=device,
+                  channels_last=device.type == "cuda" and cfg.trainer.channels_last)
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True, enum_to_str=True)
+    try:
+        return build_loaders_from_config(data_cfg, **kwargs)
+    except DataError as err:
+        if not data_cfg["synthetic_fallback"]:
+            raise
+        root = Path(cfg.paths.runs) / "synthetic-data"
+        notice(f"no CIFAR data under {data_cfg['root']!r}: training on a generated "
+               f"CIFAR-layout data set in {root} (labelled synthetic) [{err}]")
+        write_cifar(root, data_cfg["name"], seed=0, **_SYNTHETIC_SIZES)
+        data_cfg.update(root=str(root), allow_partial=False)
+        return build_loaders_from_config(data_cfg, **kwargs)
+
+
+def probe_writable(directory: str | Path, what: str) -> None:
+    """Write, fsync and remove a small file in ``directory``: a read-only or full disk is
+    found before any work, not when the first checkpoint or the record is written."""
+    directory = Path(directory)
+    probe = directory / f".probe.{os.getpid()}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            if os.write(fd, b"\0" * 4096) != 4096:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as err:
+        raise RunIOError(f"cannot write the {what} directory {directory} "
+                         f"({err.strerror or err}); free space or point {what} elsewhere "
+                         f"before training") from err
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+
+
+@dataclass
+class Run:
+    """A run set up by :func:`open_run`: everything an entrypoint needs to do its work."""
+
+    cfg: DictConfig
+    config: dict            # resolved, secrets redacted: what the ledger stores
+    key: str
+    device: torch.device
+    train_loader: Any
+    test_loader: Any
+    data_info: dict
+    run_dir: Path
+    done: dict | None       # the ledger's record of this key, if it already ran
+
+
+@contextlib.contextmanager
+def _run_lock(run_dir: Path, key: str) -> Iterator[None]:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / LOCK, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            notice(f"{key}: another process is running this cell ({run_dir / LOCK}); "
+                   f"waiting for it")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _remove_stale_temp_files(run_dir: Path) -> None:
+    # Under the run lock no other process writes here: any temp file is a dead writer's.
+    for tmp in run_dir.glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            notice(f"removed a stale temporary file {tmp} (an interrupted checkpoint save)")
+
+
+@contextlib.contextmanager
+def open_run(cfg: DictConfig, *, key_prefix: str = "") -> Iterator[Run]:
+    """Set up the run ``cfg`` describes and hold its lock for the ``with`` body.
+
+    Order: validate -> probe the ledger and runs directories -> device -> seed -> data ->
+    run key (config + data fingerprint) -> per-run lock -> ledger lookup (after the lock,
+    so a cell another process just finished is seen)."""
+    validate(cfg)
+    config = ledger.scrub_secrets(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    probe_writable(Path(cfg.paths.ledger).parent, "paths.ledger")
+    probe_writable(cfg.paths.runs, "paths.runs")
+    try:
+        device = resolve_device(cfg.trainer.device)
+    except RuntimeError as err:
+        raise ConfigError(str(err)) from err
+    seed_everything(cfg.seed)
+    train_loader, test_loader, info = load_data(cfg, device)
+    key = key_prefix + ledger.run_key(config, info["fingerprint"])
+    run_dir = Path(cfg.paths.runs) / key
+    with _run_lock(run_dir, key):
+        _remove_stale_temp_files(run_dir)
+        yield Run(cfg, config, key, device, train_loader, test_loader, info, run_dir,
+                  ledger.find(cfg.paths.ledger, key))
+
+
+def provenance(run: Run, kind: str, status: str) -> dict[str, Any]:
+    """The fields every ledger record has, whatever wrote it (train, lr_search)."""
+    c = run.config
+    git = git_state()
+    return {
+        "kind": kind, "run_key": run.key, "key_schema": ledger.KEY_SCHEMA, "status": status,
+        "protocol": c["protocol"], "experiment": c.get("experiment"),
+        "model": c["model"]["name"], "bn_init": c["model"].get("bn_init", "torch"),
+        "dataset": c["data"]["name"], "optim": c["optim"]["name"], "lr": c["optim"]["lr"],
+        "batch_size": c["trainer"]["batch_size"], "seed": c["seed"],
+        "device": str(run.device), "device_name": device_name(run.device),
+        "torch_version": torch.__version__, "git_commit": git["commit"],
+        "git_dirty": git["dirty"], "data": run.data_info,
+        "synthetic": bool(run.data_info.get("synthetic")), "config": c,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
