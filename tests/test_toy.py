@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from mbt.toy import run_toy
+from mbt.toy import iterations_to_within, run_toy, settling_iterate
 from mbt.toy.functions import FUNCTIONS, get_function
 
 JSON_KEYS = {"function", "method", "iterations", "point", "lr", "f", "grad_norm", "seconds"}
@@ -91,6 +91,63 @@ def test_two_way_history_is_recorded_and_lr_bounded_by_lr0():
 def test_unknown_method_raises():
     with pytest.raises(ValueError, match="two_way"):
         run_toy("quartic", "newton", [1, 1])
+
+
+# --- settling (Figure 2) ---------------------------------------------------------------
+
+@pytest.mark.parametrize("lrs,k", [
+    ([], 0),
+    ([1.0], 0),
+    ([0.5, 0.5, 0.5], 0),  # Standard GD: constant from the first iterate
+    ([1.0, 0.5, 0.5, 0.5], 1),  # iterates 2..4 share one step
+    ([1.0, 0.5, 1.0, 0.5, 0.5], 3),  # a return to an earlier value counts as a change
+    ([1.0, 0.5, 0.7], 2),  # still changing at the last iterate: k = N - 1
+    # Two-way's grid values drift in the last digits: still one learning rate.
+    ([1.0, 0.08235429999999995, 0.08235429999999996, 0.08235429999999998], 1),
+])
+def test_settling_iterate(lrs, k):
+    assert settling_iterate(lrs) == k
+
+
+def test_settling_iterate_exact_comparison_and_bad_rtol():
+    assert settling_iterate([0.1, 0.1 * (1 + 1e-12)], rtol=0.0) == 1
+    with pytest.raises(ValueError, match="rtol"):
+        settling_iterate([1.0], rtol=-1.0)
+
+
+@pytest.mark.parametrize("values,n", [
+    ([1.0, 1e-3, 1e-11, 0.0], 2),
+    ([1e-12, 1e-11], 0),  # within from the start
+    ([1.0, 1e-11, 1.0, 1e-11], 3),  # must stay within, not just touch
+    ([1.0, 1e-3], None),  # not reached within the run
+    ([], None),
+    ([1.0, math.nan], None),
+])
+def test_iterations_to_within(values, n):
+    assert iterations_to_within(values, 0.0, 1e-10) == n
+
+
+def test_lr0_accepted_everywhere_settles_at_once():
+    # Near 0, f = x^4 + y^4 accepts lr0 = 1 at every step (Example 3.7's slow regime), so
+    # the step never changes: settling iterate 0 for two-way and plain backtracking alike.
+    for method in ("two_way", "backtracking"):
+        res = run_toy("quartic", method, [0.01, 0.01], alpha=0.5, beta=0.7, lr0=1.0,
+                      max_iters=20, record=True)
+        assert settling_iterate([row[-2] for row in res.history]) == 0
+
+
+# --- progress ---------------------------------------------------------------------------
+
+def test_progress_off_a_terminal_is_one_summary_line(capsys):
+    run_toy("quartic", "unbounded", [0.1, 15], progress=True)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("quartic unbounded: 89 iterations in ") and "stop grad_tol" in err[0]
+
+
+def test_no_progress_is_silent(capsys):
+    run_toy("quartic", "unbounded", [0.1, 15])
+    assert capsys.readouterr().err == ""
 
 
 # --- the CLI contract -------------------------------------------------------------------

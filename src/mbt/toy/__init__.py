@@ -2,5 +2,9 @@
 
 from .functions import FUNCTIONS, get_function
 from .run import METHODS, ToyResult, run_toy
+from .settle import iterations_to_within, settling_iterate
 
-__all__ = ["FUNCTIONS", "METHODS", "ToyResult", "get_function", "run_toy"]
+__all__ = [
+    "FUNCTIONS", "METHODS", "ToyResult", "get_function", "iterations_to_within", "run_toy",
+    "settling_iterate",
+]

@@ -60,7 +60,7 @@ def main(cfg: DictConfig) -> None:
         result = run_toy(
             function, method, list(cfg.start), alpha=cfg.alpha, beta=cfg.beta, lr0=cfg.lr0,
             max_iters=cfg.max_iters, grad_tol=cfg.grad_tol, record=cfg.out is not None,
-            progress=sys.stderr.isatty(),
+            progress=True,  # a bar on a terminal, else one summary line on stderr
         )
     except ValueError as err:  # bad ranges (alpha, beta, lr0, start): one line, exit 2
         print(f"error: {err}", file=sys.stderr)
