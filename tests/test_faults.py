@@ -1,0 +1,353 @@
+"""Faults a user hits, reproduced as they would hit them (issue 12; docs/reliability.md).
+
+Each test names the fault and what the project promises for it. Runs use ``model=tiny``
+on a small CIFAR-layout set, so the machinery (ledger, checkpoints, locks, reports) is what
+is tested. Tests that mount a tmpfs need root and skip elsewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from clirun import one_error_line, plumbing, run_module
+from mbt import checkpoint, ledger
+from mbt.data.cifar import DataError, load_cifar
+from mbt.data.synthetic import write_cifar
+from mbt.entry import run_and_print
+from mbt.report.__main__ import main as report_main
+from mbt.train import train
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    write_cifar(root, "cifar10", n_train=64, n_test=32, seed=0)
+    return root
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str, *options: str):
+    """A small tmpfs at ``path`` (root only; skips the test elsewhere)."""
+    path.mkdir(parents=True, exist_ok=True)
+    opts = ",".join([f"size={size}", *options])
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or 'not root'})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def _fill(directory: Path, leave: int) -> None:
+    """Fill the file system of ``directory`` until about ``leave`` bytes are free."""
+    st = os.statvfs(directory)
+    free = st.f_bavail * st.f_frsize
+    with open(directory / "filler", "wb") as fh:
+        fh.write(b"\0" * max(free - leave, 0))
+
+
+# --- 1. a full disk never tears the ledger --------------------------------------------------
+
+def test_full_ledger_disk_leaves_the_ledger_whole_and_exits_nonzero(compose, data, tmp_path,
+                                                                      monkeypatch, capsys):
+    ledger_path = tmp_path / "ledger.jsonl"
+    ledger.append(ledger_path, {"run_key": "earlier", "status": "finished"})
+    before = ledger_path.read_bytes()
+    real_write = ledger.os.write
+
+    def disk_fills_during_the_record(fd, b):  # ENOSPC: part of the line gets written
+        return real_write(fd, b[:100] if b.lstrip().startswith(b"{") else b)
+
+    monkeypatch.setattr(ledger.os, "write", disk_fills_during_the_record)
+    cfg = compose(*plumbing(data, tmp_path / "runs"), f"paths.ledger={ledger_path}")
+    with pytest.raises(SystemExit) as stop:
+        run_and_print(train, cfg)
+    assert stop.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: could not append to the ledger") and "unchanged" in err[-1]
+    assert ledger_path.read_bytes() == before  # no torn line
+    monkeypatch.undo()
+    record = train(cfg)  # the rerun trains nothing new: the checkpoint holds the finished run
+    assert [json.loads(line)["run_key"] for line in _lines(ledger_path)] == ["earlier",
+                                                                            record["run_key"]]
+
+
+def test_full_tmpfs_is_found_before_training(data, tmp_path):
+    with tmpfs(tmp_path / "small", "64k") as small:
+        _fill(small, leave=0)
+        proc = run_module("mbt.train", *plumbing(data, tmp_path / "runs"),
+                          f"paths.ledger={small}/ledger.jsonl", cwd=tmp_path, timeout=120)
+        assert proc.returncode == 1
+        line = one_error_line(proc)
+        assert "paths.ledger" in line and "No space left" in line
+        assert not list((tmp_path / "runs").glob("*/last.pt")), "nothing trained"
+
+
+# --- 2. run identity includes the data --------------------------------------------------------
+
+def test_partial_copy_never_satisfies_the_full_cell_but_a_moved_copy_does(compose, tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    write_cifar(full, "cifar10", n_train=64, n_test=32, seed=0)
+    shutil.copytree(full, part)
+    (part / "cifar-10-batches-py" / "data_batch_5").unlink()  # a partial copy
+    runs = tmp_path / "runs"
+    on_part = train(compose(*plumbing(part, runs), "data.allow_partial=true"))
+    on_full = train(compose(*plumbing(full, runs)))
+    assert on_part["run_key"] != on_full["run_key"]
+    assert on_part["data"]["fingerprint"]["n_train"] < on_full["data"]["fingerprint"]["n_train"]
+    moved = tmp_path / "moved"
+    shutil.copytree(full, moved)
+    again = train(compose(*plumbing(moved, runs)))
+    assert again["run_key"] == on_full["run_key"]
+    assert len(_lines(runs / "ledger.jsonl")) == 2
+
+
+def test_migration_rekeys_old_records_to_the_key_a_rerun_would_use(compose, data, tmp_path):
+    from mbt.ledger_migrate import migrate
+
+    record = train(compose(*plumbing(data, tmp_path / "runs")))
+    old = {k: v for k, v in record.items() if k != "key_schema"}
+    old["run_key"] = "resnet-old-style-key"
+    old["data"] = {k: v for k, v in record["data"].items() if k != "fingerprint"}
+    path = tmp_path / "old.jsonl"
+    ledger.append(path, old)
+    counts = migrate(path, notice=lambda m: None)
+    assert counts["migrated"] == 1
+    assert migrate(path, notice=lambda m: None)["migrated"] == 0  # idempotent
+    new = list(ledger.read(path))[-1]
+    assert new["run_key"] == record["run_key"] and new["migrated_from"] == "resnet-old-style-key"
+    assert _lines(path)[0] == json.dumps(old, sort_keys=True)  # the old line is untouched
+
+
+# --- 3. two sweeps on one ledger --------------------------------------------------------------
+
+def test_second_process_on_the_same_cell_waits_then_skips(data, tmp_path):
+    # Long enough that the second process starts while the first still trains.
+    args = [*plumbing(data, tmp_path / "runs", epochs=400), "trainer.eval_every=0"]
+    first = subprocess.Popen([sys.executable, "-m", "mbt.train", *args], cwd=tmp_path,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list((tmp_path / "runs").glob("*/last.pt")) and time.time() < deadline:
+        time.sleep(0.05)
+    second = run_module("mbt.train", *args, cwd=tmp_path, timeout=300)
+    first.communicate(timeout=300)
+    assert first.returncode == 0 and second.returncode == 0, second.stderr
+    assert "another process is running this cell" in second.stderr
+    assert "not training again" in second.stderr
+    assert len(_lines(tmp_path / "runs" / "ledger.jsonl")) == 1
+
+
+# --- 4/5. reports never destroy or double-count results -------------------------------------
+
+def _search(batch, lr, value, *, protocol="full", key=None, seed=0) -> dict:
+    return {"kind": "lr_search", "key_schema": ledger.KEY_SCHEMA, "status": "finished",
+            "run_key": key or f"s-{batch}-{lr}-{protocol}-{seed}", "experiment": "table1",
+            "protocol": protocol, "model": "resnet18", "dataset": "cifar10", "optim": "mbt_gd",
+            "lr": lr, "batch_size": batch, "seed": seed, "search_lr": value,
+            "search_mean_lr": value * 10, "func_evals": 40, "seconds": 1.0,
+            "data": {"num_train": 50000, "num_test": 10000, "num_classes": 10}}
+
+
+def test_report_with_a_missing_ledger_is_an_error_naming_it(tmp_path, capsys):
+    out = tmp_path / "results"
+    assert report_main(["all", "--ledger", str(tmp_path / "nope.jsonl"), "--out", str(out)]) == 2
+    assert "nope.jsonl" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_report_refuses_to_replace_results_with_fewer_runs(tmp_path, capsys):
+    big, small, out = tmp_path / "big.jsonl", tmp_path / "small.jsonl", tmp_path / "results"
+    for r in (_search(200, 0.01, 0.012), _search(12, 100.0, 0.004)):
+        ledger.append(big, r)
+    ledger.append(small, _search(200, 0.01, 0.02))
+    assert report_main(["table1", "--ledger", str(big), "--out", str(out)]) == 0
+    committed = (out / "table1.md").read_text()
+    assert report_main(["table1", "--ledger", str(small), "--out", str(out)]) == 2
+    assert "not replacing it" in capsys.readouterr().err
+    assert (out / "table1.md").read_text() == committed
+    assert report_main(["table1", "--ledger", str(small), "--out", str(out), "--force"]) == 0
+    assert (out / "table1.md").read_text() != committed
+
+
+def test_lower_protocol_never_overwrites_and_a_cell_counts_once(tmp_path, caplog):
+    path, out = tmp_path / "ledger.jsonl", tmp_path / "results"
+    ledger.append(path, _search(200, 0.01, 0.012, key="old"))
+    ledger.append(path, _search(200, 0.01, 0.014, key="rerun"))  # same cell + seed
+    assert report_main(["table1", "--ledger", str(path), "--out", str(out)]) == 0
+    assert "counted once, from rerun; not counted: old" in caplog.text
+    rows = (out / "table1.csv").read_text().splitlines()
+    cell = next(r for r in rows if r.startswith("200,1e-2"))
+    assert ",1," in cell and "0.014" in cell  # n = 1, the newest
+    full_md = (out / "table1.md").read_text()
+    ledger.append(path, _search(200, 0.01, 0.5, protocol="smoke"))
+    ledger.append(path, _search(12, 0.01, 0.5, protocol="smoke"))
+    assert report_main(["table1", "--ledger", str(path), "--out", str(out),
+                        "--protocol", "smoke"]) == 0
+    assert (out / "table1.md").read_text() == full_md
+    assert "smoke" in (out / "smoke" / "table1.md").read_text()
+
+
+def test_report_skips_bad_lines_and_old_schema_records_and_says_so(tmp_path, capsys, caplog):
+    path, out = tmp_path / "ledger.jsonl", tmp_path / "results"
+    ledger.append(path, _search(200, 0.01, 0.012))
+    with path.open("a") as fh:
+        fh.write('"a string"\n')
+        fh.write(json.dumps({**_search(12, 0.01, 0.01, key="strs"), "search_lr": "0.01"}) + "\n")
+        fh.write(json.dumps({k: v for k, v in _search(25, 0.01, 0.01, key="v1").items()
+                             if k != "key_schema"}) + "\n")
+    assert report_main(["table1", "--ledger", str(path), "--out", str(out)]) == 0
+    assert "line 2: not a JSON object" in caplog.text
+    assert "line 3: search_lr is str" in caplog.text
+    assert "skipped 1 record of an older key schema" in caplog.text
+    assert "ledger_migrate" in caplog.text
+
+
+# --- 6. checkpoints on a failing disk ---------------------------------------------------------
+
+def test_failed_checkpoint_save_leaves_no_temp_file_and_says_why(tmp_path, monkeypatch):
+    def full_disk(obj, fh):
+        fh.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
+    with pytest.raises(checkpoint.CheckpointError, match="No space left"):
+        checkpoint.save(tmp_path, {"epoch": 1})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stale_temp_files_are_removed_at_startup(compose, data, tmp_path, capsys):
+    cfg = compose(*plumbing(data, tmp_path / "runs", epochs=2), "trainer.stop_after=1")
+    key = train(cfg)["run_key"]
+    stale = tmp_path / "runs" / key / ".last.pt.12345.tmp"
+    stale.write_bytes(b"x" * 1000)
+    train(compose(*plumbing(data, tmp_path / "runs", epochs=2)))
+    assert not stale.exists()
+    assert "stale temporary file" in capsys.readouterr().err
+
+
+def test_read_only_runs_directory_is_found_before_training(data, tmp_path):
+    with tmpfs(tmp_path / "ro", "1m", "ro") as ro:
+        proc = run_module("mbt.train", *plumbing(data, ro / "runs"),
+                          f"paths.ledger={tmp_path}/ledger.jsonl", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 1
+    assert "paths.runs" in one_error_line(proc)
+    assert "Read-only" in proc.stderr
+
+
+# --- 7. W&B with credentials and no network ---------------------------------------------------
+
+def test_wandb_without_network_falls_back_to_offline_in_bounded_time(data, tmp_path):
+    env = {"WANDB_API_KEY": "0" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9",
+           "WANDB_MODE": None}
+    args = [a for a in plumbing(data, tmp_path / "runs") if a != "logger=none"]
+    t0 = time.perf_counter()
+    proc = run_module("mbt.train", *args, "logger=wandb", "logger.mode=online",
+                      "logger.init_timeout=5", cwd=tmp_path, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "logging offline" in proc.stderr and "Traceback" not in proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1])["wandb"]["mode"] == "offline"
+    assert time.perf_counter() - t0 < 120
+
+
+# --- 8. a CIFAR pickle cannot run code -------------------------------------------------------
+
+class _Payload:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_cifar_pickle_is_refused_without_running(tmp_path):
+    root = tmp_path / "evil"
+    write_cifar(root, "cifar10", n_train=16, n_test=16, seed=0)
+    marker = tmp_path / "pwned"
+    batch = root / "cifar-10-batches-py" / "data_batch_1"
+    batch.write_bytes(pickle.dumps({"data": _Payload(marker), "labels": [0]}))
+    with pytest.raises(DataError, match="refusing to load global") as err:
+        load_cifar("cifar10", root, allow_partial=True)
+    assert "\n" not in str(err.value)
+    assert not marker.exists()
+
+
+# --- 9. one invalid cell does not abort a sweep ----------------------------------------------
+
+def test_invalid_cell_is_skipped_and_the_sweep_goes_on(data, tmp_path):
+    proc = run_module("mbt.train", "--multirun", *plumbing(data, tmp_path / "runs"),
+                      "optim.lr=0.05,-1,0.02", f"hydra.sweep.dir={tmp_path}/multirun",
+                      cwd=tmp_path, timeout=300)
+    assert proc.returncode == 1
+    records = [json.loads(line) for line in _lines(tmp_path / "runs" / "ledger.jsonl")]
+    assert sorted(r["lr"] for r in records) == [0.02, 0.05]
+    summary = proc.stderr.strip().splitlines()[-1]
+    assert summary.startswith("error: 1 cell(s) of the sweep failed") and "optim.lr=-1" in summary
+
+
+# --- 10/11. one-line errors and nonsense refused -----------------------------------------------
+
+@pytest.mark.parametrize(("override", "needle"), [
+    ("trainer.device=cuda", "CUDA is not available"),
+    ("optim.lr=inf", "finite"),
+    ("optim.lr=nan", "finite"),
+    ("+trainer.foo=1", "unknown config key(s) trainer.foo"),
+    ("optim=two_way_gd optim.builder.alpha=2", "alpha"),
+])
+def test_nonsense_is_one_line_before_any_data_is_read(tmp_path, override, needle):
+    # data.root points nowhere: an error about the data would mean the check came too late.
+    proc = run_module("mbt.train", *override.split(), f"data.root={tmp_path}/nowhere",
+                      f"paths.runs={tmp_path}/runs", "logger=none", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    line = one_error_line(proc)
+    assert needle in line and "nowhere" not in line
+
+
+def test_checkpoint_without_model_falls_back_and_resume_names_the_file(compose, data, tmp_path,
+                                                                      capsys):
+    over = plumbing(data, tmp_path / "runs", epochs=3)
+    key = train(compose(*over, "trainer.stop_after=2"))["run_key"]
+    last = tmp_path / "runs" / key / "last.pt"
+    state = torch.load(last, weights_only=True)
+    del state["model"]
+    torch.save(state, last)
+    capsys.readouterr()
+    record = train(compose(*over))
+    err = capsys.readouterr().err
+    assert "no 'model'" in err and "falling back to prev.pt" in err
+    assert f"resuming at epoch 2 from {tmp_path / 'runs' / key / 'prev.pt'}" in err
+    assert record["epochs_completed"] == 3
+
+
+def test_sigint_is_one_line_and_exit_130(data, tmp_path):
+    args = [*plumbing(data, tmp_path / "runs", epochs=50), "trainer.max_steps_per_epoch=4"]
+    proc = subprocess.Popen([sys.executable, "-m", "mbt.train", *args], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list((tmp_path / "runs").glob("*/last.pt")) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("interrupted")
