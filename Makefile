@@ -25,7 +25,7 @@ SWEEP = protocol=$(PROTOCOL) hydra/launcher=$(LAUNCHER) paths.ledger=$(LEDGER) $
 TRAIN := $(PY) -m mbt.train
 REPORT = $(PY) -m mbt.report --ledger $(LEDGER)
 
-.PHONY: help install test test-slow lint demo reproduce-toy reproduce-fig2a clean \
+.PHONY: help install test test-slow test-slurm lint demo reproduce-toy reproduce-fig2a clean \
 	reproduce-table1 reproduce-table2 reproduce-table3 reproduce-fig2 reproduce-fig2b reproduce-fig3 \
 	reproduce-autolr reproduce-all report bench
 
@@ -46,6 +46,13 @@ test: install ## run the fast test suite (no GPU, no download; a few minutes on 
 
 test-slow: install ## also run the slow real-data tests (needs ../shared/data/cifar-head)
 	$(PY) -m pytest -m 'not gpu'
+
+test-slurm: install ## SLURM tests through hydra/launcher=slurm (brings up a one-node cluster if none answers)
+	@state=$$(mktemp -d "$${TMPDIR:-/tmp}/mbt-slurm.XXXXXX"); \
+	trap 'rc=$$?; scripts/slurm_cluster.sh stop "$$state"; [ $$rc = 0 ] && rm -rf "$$state" \
+	  || echo "test-slurm: logs and tmp dirs kept in $$state" >&2' EXIT; \
+	env=$$(scripts/slurm_cluster.sh start "$$state") && eval "$$env" && \
+	$(PY) -m pytest -m slurm --basetemp="$$state/pytest" tests/test_slurm.py
 
 lint: install ## ruff lint
 	$(VENV)/bin/ruff check src tests scripts
