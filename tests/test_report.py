@@ -192,15 +192,35 @@ def test_table1_cells_and_heatmap(ledger_path, tmp_path):
     rows = _rows(tmp_path / "table1.csv")
     assert len(rows) == 63
     two = _cell(rows, batch_size="200", lr="1e-2")
-    assert (two["paper"], two["ours"], two["n"], two["delta"]) == ("0.0125", "0.0125 ± 0.0007",
-                                                                   "2", "+0.0000")
+    assert (two["paper"], two["torch_n"], two["torch_ratio"]) == ("0.0125", "2", "1.0")
+    assert float(two["torch_ours_mean"]) == pytest.approx(0.0125)
+    assert float(two["torch_ours_std"]) == pytest.approx(0.000707, abs=1e-6)
     one = _cell(rows, batch_size="12", lr="1e2")
-    assert (one["paper"], one["ours"], one["delta"], one["ratio"]) == ("0.0035", "0.0040",
-                                                                       "+0.0005", "1.14")
+    assert (one["paper"], one["torch_ours_mean"], one["torch_ratio"]) == ("0.0035", "0.004",
+                                                                          "1.1429")
+    assert "legacy_ours_mean" not in rows[0]  # no legacy-init runs in this ledger
     md = (tmp_path / "table1.md").read_text()
     assert "Protocol `smoke` is NOT the paper's protocol" in md
     assert "| runs | 3 runs (finished); 2 cells |" in md
     assert (tmp_path / "table1.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_table1_shows_both_inits_beside_the_paper(tmp_path):
+    path = tmp_path / "ledger.jsonl"
+    for lr, value in ((1e-2, 0.005), (1e2, 0.0052)):
+        ledger.append(path, search_record(200, lr, value))
+        ledger.append(path, {**search_record(200, lr, value * 2.5), "bn_init": "legacy",
+                             "run_key": f"legacy-{lr}"})
+    build("table1", load_ledger(path), tmp_path)
+    cell = _cell(_rows(tmp_path / "table1.csv"), batch_size="200", lr="1e-2")
+    assert (cell["torch_n"], cell["legacy_n"]) == ("1", "1")  # not pooled into n = 2
+    assert float(cell["legacy_ours_mean"]) == pytest.approx(0.0125)
+    assert (cell["torch_ratio"], cell["legacy_ratio"]) == ("0.4", "1.0")
+    md = (tmp_path / "table1.md").read_text()
+    assert "## Ours, legacy init" in md and "## Ours, torch init" in md
+    # per-row spread and ratio range for each init
+    assert ("| 200 | 0.0122–0.0147 (×1.20, 9 lrs) | 0.0050–0.0052 (×1.04, 2 lrs) | 0.37–0.40 "
+            "| 0.0125–0.0130 (×1.04, 2 lrs) | 0.93–1.00 |") in md
 
 
 # --- figures ------------------------------------------------------------------------------------

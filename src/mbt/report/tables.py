@@ -26,6 +26,7 @@ from .common import (
     Shared,
     Stat,
     accuracies,
+    bn_init,
     fmt_delta,
     fmt_lr,
     header,
@@ -215,88 +216,130 @@ def _lr_cell(runs: list[dict]) -> dict:
     }
 
 
+INITS = ("torch", "legacy")  # model.bn_init, in the order Table 1 shows them
+_INIT_NAME = {"torch": "torch init (γ = 1)", "legacy": "legacy init (γ ~ U(0,1))"}
+
+
 def table1(sel: Selection, ctx: Context) -> list[Path]:
+    """Paper | ours under each BatchNorm init, the ratio to the paper per cell and the
+    per-row spread (docs/fidelity.md: the init is what separates us from the paper)."""
     ref = paper.load("table1", ctx.paper_dir)
     paper_by = {(r["batch_size"], r["lr_key"]): r for r in ref.to_dict("records")}
-    ours = {k: _lr_cell(v) for k, v in _group(sel.records, CELL_OF["table1"]).items()}
+    ours = {i: {k: _lr_cell(v) for k, v in _group(
+        [r for r in sel.records if bn_init(r) == i], CELL_OF["table1"]).items()}
+        for i in INITS}
+    inits = [i for i in INITS if ours[i]]
     rows = []
-    for cell in _cells(list(paper_by), ours):
-        p, o = paper_by.get(cell), ours.get(cell, {})
+    for cell in _cells(list(paper_by), {k: 1 for i in inits for k in ours[i]}):
+        p = paper_by.get(cell)
         pv = p["paper"] if p else None
-        om = o.get("ours_mean")
-        rows.append({
-            "batch_size": cell[0], "lr": fmt_lr(cell[1]), "paper": p["paper_str"] if p else "",
-            "ours": o.get("ours", ""), "delta": fmt_delta(om, pv, 4),
-            "ratio": "" if om is None or not pv else f"{om / pv:.2f}", "n": o.get("n", 0),
-            **{k: o.get(k) for k in ("ours_mean", "ours_std", "search_mean_lr_mean",
-                                     "func_evals_mean", "seconds_mean", "seeds")},
-            "protocol": sel.protocol,
-        })
+        row = {"batch_size": cell[0], "lr": fmt_lr(cell[1]), "paper": p["paper_str"] if p else "",
+               "protocol": sel.protocol}
+        for i in inits:
+            o = ours[i].get(cell, {})
+            om = o.get("ours_mean")
+            row.update({f"{i}_{k}": o.get(k) for k in (
+                "ours_mean", "ours_std", "search_mean_lr_mean", "func_evals_mean",
+                "seconds_mean", "seeds")})
+            row[f"{i}_n"] = o.get("n", 0)
+            row[f"{i}_ratio"] = None if om is None or not pv else round(om / pv, 4)
+        rows.append(row)
     frame = pd.DataFrame(rows)
     batches = list(dict.fromkeys(r["batch_size"] for r in rows))
     lrs = list(dict.fromkeys(r["lr"] for r in rows))
+    cell = {(r["batch_size"], r["lr"]): r for r in rows}
 
     def grid(value) -> list[str]:
-        cell = {(r["batch_size"], r["lr"]): r for r in rows}
         body = [[b, *(value(cell[(b, lr)]) if (b, lr) in cell else "" for lr in lrs)]
                 for b in batches]
         return md_table(["batch \\ start lr", *lrs], body)
 
     note = ("Ours: `search_lr` of `python -m mbt.find_lr` (the rescaled averaged lr the "
-            "paper reports), mean ± sample std over n seeds. Δ = ours − paper; ratio = ours / "
-            "paper. Paper: " + paper_ref("table1") + ".")
+            "paper reports) under each BatchNorm init (`model.bn_init`: `torch` = γ 1, "
+            "PyTorch ≥ 1.2; `legacy` = γ ~ U(0,1), PyTorch ≤ 1.1, which the paper's 2019 "
+            "code ran with), mean ± sample std over n seeds; ratio = ours / paper. "
+            "Grey (—) cells: not run. Paper: " + paper_ref("table1") + ".")
     lines = header("Table 1: learning rate found by MBT-GD, start lr × batch size "
                    "(ResNet18 / CIFAR10)", sel, ctx, [note])
-    lines += [f"## Ours ({sel.protocol})", "",
-              *grid(lambda r: "" if r["ours_mean"] is None else f"{r['ours_mean']:.4f}"), "",
-              "## Paper", "", *grid(lambda r: r["paper"]), "",
-              "## Δ ours − paper", "", *grid(lambda r: r["delta"]), "",
-              "## Stability across start lrs (the paper's claim: close values for every "
-              "start lr)", "", *_stability_md(rows, batches), "",
+    lines += ["## Paper", "", *grid(lambda r: r["paper"]), ""]
+    for i in inits:
+        lines += [f"## Ours, {_INIT_NAME[i]} ({sel.protocol})", "",
+                  *grid(lambda r, i=i: _num(r.get(f"{i}_ours_mean"), ".4f")), "",
+                  f"### ratio ours / paper, {i} init", "",
+                  *grid(lambda r, i=i: _num(r.get(f"{i}_ratio"), ".2f")), ""]
+    lines += ["## Per batch size: spread across start lrs (the paper's claim: close values "
+              "for every start lr) and ratio to the paper", "",
+              *_stability_md(rows, batches, inits), "",
               "## Every cell", "",
-              *md_table(["batch", "start lr", "paper", f"ours ({sel.protocol})", "n", "Δ",
-                         "ratio", "function evals", "seconds", "seeds"],
-                        [[r["batch_size"], r["lr"], r["paper"], r["ours"], r["n"] or "",
-                          r["delta"], r["ratio"], _num(r["func_evals_mean"], ".0f"),
-                          _num(r["seconds_mean"], ".1f"), r["seeds"]] for r in rows]), ""]
+              *md_table(["batch", "start lr", "paper",
+                         *(f"{i} init (n)" for i in inits), *(f"ratio {i}" for i in inits),
+                         *(f"evals {i}" for i in inits), *(f"s {i}" for i in inits)],
+                        [[r["batch_size"], r["lr"], r["paper"],
+                          *(_with_n(r, i) for i in inits),
+                          *(_num(r.get(f"{i}_ratio"), ".2f") for i in inits),
+                          *(_num(r.get(f"{i}_func_evals_mean"), ".0f") for i in inits),
+                          *(_num(r.get(f"{i}_seconds_mean"), ".1f") for i in inits)]
+                         for r in rows]), ""]
     out = ctx.out
-    png = _heatmap(rows, batches, lrs, out / "table1.png", sel.protocol)
+    png = _heatmap(rows, batches, lrs, inits, out / "table1.png", sel.protocol)
     return [write_md(out / "table1.md", lines), write_csv(out / "table1.csv", frame), png]
+
+
+def _with_n(r: dict, init: str) -> str:
+    m = r.get(f"{init}_ours_mean")
+    if m is None:
+        return ""
+    return f"{m:.4f}" + (f" ({r[f'{init}_n']})" if r[f"{init}_n"] > 1 else "")
 
 
 def _num(v, spec: str) -> str:
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
 
-def _stability_md(rows: list[dict], batches: list) -> list[str]:
+def _span(vals: list[float]) -> str:
+    if not vals or min(vals) <= 0:
+        return ""
+    return f"{min(vals):.4f}–{max(vals):.4f} (×{max(vals) / min(vals):.2f}, {len(vals)} lrs)"
+
+
+def _stability_md(rows: list[dict], batches: list, inits: list[str]) -> list[str]:
     body = []
     for b in batches:
         cells = [r for r in rows if r["batch_size"] == b]
-        span = []
-        for vals in ([float(r["paper"]) for r in cells if r["paper"]],
-                     [r["ours_mean"] for r in cells if r["ours_mean"] is not None]):
-            span.append(f"{min(vals):.4f}–{max(vals):.4f} (×{max(vals) / min(vals):.2f}, "
-                        f"{len(vals)} lrs)" if vals and min(vals) > 0 else "")
-        body.append([b, *span])
-    return md_table(["batch", "paper: min–max (max/min)", "ours: min–max (max/min)"], body)
+        line = [b, _span([float(r["paper"]) for r in cells if r["paper"]])]
+        for i in inits:
+            line.append(_span([r[f"{i}_ours_mean"] for r in cells
+                               if r.get(f"{i}_ours_mean") is not None]))
+            ratios = [r[f"{i}_ratio"] for r in cells if r.get(f"{i}_ratio") is not None]
+            line.append(f"{min(ratios):.2f}–{max(ratios):.2f}" if ratios else "")
+        body.append(line)
+    cols = ["batch", "paper: min–max (max/min)"]
+    for i in inits:
+        cols += [f"{i} init: min–max (max/min)", f"{i} / paper"]
+    return md_table(cols, body)
 
 
-def _heatmap(rows: list[dict], batches: list, lrs: list, path: Path, protocol) -> Path:
+def _heatmap(rows: list[dict], batches: list, lrs: list, inits: list[str], path: Path,
+             protocol) -> Path:
+    cell = {(r["batch_size"], r["lr"]): r for r in rows}
+
     def matrix(value) -> np.ndarray:
-        cell = {(r["batch_size"], r["lr"]): r for r in rows}
         return np.array([[value(cell.get((b, lr))) for lr in lrs] for b in batches], float)
 
-    mats = {"paper (Table 1)": matrix(lambda r: float(r["paper"]) if r and r["paper"] else np.nan),
-            f"ours ({protocol})": matrix(lambda r: r["ours_mean"] if r and r["ours_mean"]
-                                         is not None else np.nan)}
+    def ours(i):
+        return lambda r: r[f"{i}_ours_mean"] if r and r.get(f"{i}_ours_mean") is not None \
+            else np.nan
+
+    mats = {"paper (Table 1)": matrix(lambda r: float(r["paper"]) if r and r["paper"] else np.nan)}
+    mats.update({f"ours, {_INIT_NAME[i]}\n({protocol})": matrix(ours(i)) for i in inits})
     logs = {k: np.log10(np.where(m > 0, m, np.nan)) for k, m in mats.items()}
     finite = np.concatenate([v[np.isfinite(v)] for v in logs.values()])
     vmin, vmax = (finite.min(), finite.max()) if finite.size else (-3.0, -1.0)
-    fig = Figure(figsize=(13, 4.2), layout="constrained")
-    axes = fig.subplots(1, 2)
+    fig = Figure(figsize=(6.5 * len(mats), 4.6), layout="constrained")
+    axes = fig.subplots(1, len(mats))
     for ax, (name, m) in zip(axes, mats.items()):
         im = ax.imshow(logs[name], vmin=vmin, vmax=vmax, cmap="viridis", aspect="auto")
-        ax.set_facecolor("0.85")  # missing cells
+        ax.set_facecolor("0.85")  # cells not run
         ax.set_title(name)
         ax.set_xticks(range(len(lrs)), lrs)
         ax.set_yticks(range(len(batches)), [str(b) for b in batches])
@@ -308,9 +351,10 @@ def _heatmap(rows: list[dict], batches: list, lrs: list, path: Path, protocol) -
                     ax.text(j, i, f"{m[i, j]:.4f}", ha="center", va="center", fontsize=7,
                             color="w" if logs[name][i, j] < (vmin + vmax) / 2 else "k")
     fig.colorbar(im, ax=axes, label="log10 learning rate found")
-    fig.suptitle("Table 1: learning rate found by MBT-GD (ResNet18 / CIFAR10)")
+    fig.suptitle("Table 1: learning rate found by MBT-GD (ResNet18 / CIFAR10); "
+                 "grey: not run")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     return path
 
 
