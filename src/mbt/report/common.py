@@ -347,7 +347,7 @@ def select(records: Iterable[dict], target: str, kind: str,
         by_protocol[p] = mine + [r for r in other.get(p, [])
                                  if not settings or _settings(r) in settings]
     by_protocol = {p: rs for p, rs in by_protocol.items() if rs}
-    cells = {p: len({cell_of(r) for r in rs}) for p, rs in by_protocol.items()}
+    cells = {p: len({(cell_of(r), bn_init(r)) for r in rs}) for p, rs in by_protocol.items()}
 
     def rank(p: str) -> tuple[int, int]:
         return (-cells[p], PROTOCOLS.index(p) if p in PROTOCOLS else len(PROTOCOLS))

@@ -32,6 +32,7 @@ from .common import (
     header,
     lr_key,
     md_table,
+    plural,
     stat,
     write_csv,
     write_md,
@@ -299,7 +300,8 @@ def _num(v, spec: str) -> str:
 def _span(vals: list[float]) -> str:
     if not vals or min(vals) <= 0:
         return ""
-    return f"{min(vals):.4f}–{max(vals):.4f} (×{max(vals) / min(vals):.2f}, {len(vals)} lrs)"
+    lo, hi = min(vals), max(vals)
+    return f"{lo:.4f}–{hi:.4f} (×{hi / lo:.2f}, {plural(len(vals), 'lr')})"
 
 
 def _stability_md(rows: list[dict], batches: list, inits: list[str]) -> list[str]:
