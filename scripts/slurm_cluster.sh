@@ -185,9 +185,14 @@ start() {
 
 stop() {
   local dir=$1 pid
-  [ -f "$dir/slurmctld.pid" ] || return 0  # we started nothing
-  if [ -f "$dir/slurm.conf" ]; then
-    SLURM_CONF=$dir/slurm.conf scancel --full --user="$(id -un)" 2>/dev/null || true
+  ls "$dir"/*.pid >/dev/null 2>&1 || return 0  # we started nothing
+  if [ -f "$dir/slurmctld.pid" ]; then
+    export SLURM_CONF=$dir/slurm.conf
+    scancel --full --user="$(id -un)" 2>/dev/null || true
+    for _ in $(seq 50); do  # let slurmd kill the jobs' processes before it goes
+      [ -z "$(squeue -h 2>/dev/null)" ] && break
+      sleep 0.2
+    done
   fi
   for name in slurmd slurmctld munged; do
     [ -f "$dir/$name.pid" ] || continue
