@@ -205,7 +205,7 @@ def test_lower_bound_and_stop_tol():
     assert report.per_batch == [1e-2] * 4
 
 
-@pytest.mark.parametrize("rescale,factor", [("code", 0.1), ("text", 10.0), ("none", 1.0)])
+@pytest.mark.parametrize("rescale,factor", [("code", 0.1), ("none", 1.0)])
 def test_rescale_factors(rescale, factor):
     assert rescale_factor(rescale, 1000, 10) == pytest.approx(factor, rel=1e-15)
     model = mlp()
@@ -488,3 +488,12 @@ def test_cuda_search_is_exact_and_syncs_once_per_evaluation():
     assert_bit_identical(before, model)
     # One sync per mini-batch (f0 and ||g||^2 together) and one per trial, at most.
     assert len(syncs) <= report.grad_evals + report.func_evals
+
+
+def test_text_rescale_is_gone_because_text_and_code_agree():
+    # Sec. 3.5.1's "rho = k/N" is a typo for N/k (docs/fidelity.md): no separate mode.
+    from mbt.optim.mbt_finder import rescale_factor
+
+    with pytest.raises(ValueError, match="Invalid rescale"):
+        rescale_factor("text", 50000, 200)
+    assert rescale_factor("code", 50000, 200) == pytest.approx((200 / 50000) ** 0.5)

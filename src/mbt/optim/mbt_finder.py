@@ -25,9 +25,12 @@ One search (:meth:`MBTFinder.find`), starting from the model's weights w0:
    taken with the *rescaled* eta (s below), so the next mini-batch is searched a
    little further along.
 4. Result: ``mean_lr = mean(eta_k)`` (raw) and ``lr = s * mean_lr``. With
-   ``rho = batch_size / dataset_size``, ``s = sqrt(rho)`` for ``rescale="code"``
-   (the code divides by sqrt(batches per epoch)), ``1/sqrt(rho)`` for ``"text"``
-   (Sec. 3.5.1 argues for delta/sqrt(rho)), ``1`` for ``"none"``. ``lr`` is the
+   ``k`` the batch size and ``N`` the training-set size, ``s = sqrt(k/N)`` for
+   ``rescale="code"`` (the code divides by sqrt(batches per epoch)), ``1`` for
+   ``"none"``. Sec. 3.5.1's delta/sqrt(rho) is the same factor: its words define rho as
+   full batch over mini-batch (N/k); the symbol "rho = k/N" printed next to them is a typo
+   (with it, delta/sqrt(rho) would not be "bigger" than delta/rho, and the noise argument
+   of eq. (9) gives sqrt(k/N)). So text and code agree; docs/fidelity.md. ``lr`` is the
    number the trainer uses and the number Table 1 reports (``lr_main.py`` stores
    ``lr_finder_BT.lr_BT``, the rescaled mean; Table 1's values grow like
    sqrt(batch size), 0.0035 at 12 to ~0.016 at 800, i.e. raw means of ~0.13-0.25).
@@ -92,7 +95,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-RESCALE_MODES = ("code", "text", "none")
+RESCALE_MODES = ("code", "none")
 BN_MODES = ("train", "eval")
 
 # The code widens its bounds: lr_min = 1e-6 - 1e-8 and lr_max = 100 + 1e-8
@@ -121,7 +124,7 @@ class MBTSearchConfig:
             cap "never grow past delta_0" (Sec. 3.3) set ``lr_max`` to the start lr.
         stop_tol: the search also stops once ``eta ||g||^2 <= stop_tol`` (code
             ``thres = 1e-7``).
-        rescale: ``"code"`` (sqrt(rho)), ``"text"`` (1/sqrt(rho)) or ``"none"``.
+        rescale: ``"code"`` (sqrt(k/N), Sec. 3.5.1's delta/sqrt(rho)) or ``"none"``.
         carry_start_bug: start a later search from the previous search's last
             rescaled eta instead of ``lr`` (the code never resets
             ``LRFinder.lr_current``); off by default.
@@ -241,12 +244,11 @@ class SearchReport:
 
 
 def rescale_factor(rescale: str, dataset_size: int | None, batch_size: int | None) -> float:
-    """The factor s in ``lr = s * mean_lr`` (Sec. 3.5.1), rho = batch_size / dataset_size.
+    """The factor s in ``lr = s * mean_lr`` (Sec. 3.5.1's 1/sqrt(rho), rho = N/k).
 
-    ``"code"``: sqrt(rho), computed as the code does, ``1 / sqrt(N / k)``
+    ``"code"``: sqrt(k/N), computed as the code does, ``1 / sqrt(N / k)``
     (``LRFinder.backtrack``: ``ratio = 1/np.sqrt(num_batches)`` with
-    ``num_batches = len(dataset) / batch_size``). ``"text"``: 1/sqrt(rho).
-    ``"none"``: 1.
+    ``num_batches = len(dataset) / batch_size``). ``"none"``: 1.
     """
     if rescale not in RESCALE_MODES:
         raise ValueError(f"Invalid rescale: {rescale!r} (expected one of {RESCALE_MODES})")
@@ -258,8 +260,7 @@ def rescale_factor(rescale: str, dataset_size: int | None, batch_size: int | Non
                              f"rescale={rescale!r})")
     if batch_size > dataset_size:
         raise ValueError(f"batch_size={batch_size} exceeds dataset_size={dataset_size}")
-    batches_per_epoch = dataset_size / batch_size
-    return 1.0 / math.sqrt(batches_per_epoch) if rescale == "code" else math.sqrt(batches_per_epoch)
+    return 1.0 / math.sqrt(dataset_size / batch_size)
 
 
 def _infer_sizes(batches: Iterable, dataset_size: int | None, batch_size: int | None):
