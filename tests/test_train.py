@@ -99,7 +99,7 @@ def test_finished_checkpoint_without_record_is_recorded_not_retrained(
 
 def test_divergence_is_recorded_not_raised(compose, cifar10_root, tmp_path):
     cfg = compose(*tiny_overrides(cifar10_root, tmp_path), "optim=sgd", "optim.lr=100",
-                  "logger=none", "trainer.check_every=1")
+                  "logger=none", "trainer.check_every=1", "trainer.diverge_factor=10")
     record = train(cfg)
     assert record["status"] == "diverged"
     assert record["epochs_completed"] == 1
@@ -197,3 +197,19 @@ def test_synthetic_fallback_is_labelled(compose, tmp_path):
     record = train(cfg)
     assert record["synthetic"] is True and record["data"]["synthetic"] is True
     assert record["history"]["steps"] == [1]
+
+
+def test_by_default_only_a_non_finite_loss_ends_a_run(compose, cifar10_root, tmp_path):
+    # The published code never stops a run: an exploding but finite loss trains on.
+    over = [f"data.root={cifar10_root}", f"paths.runs={tmp_path}", "data.num_workers=0",
+            "model=tiny", "trainer.batch_size=16", "trainer.epochs=3", "trainer.progress=none",
+            "trainer.max_steps_per_epoch=2", "data.augment=none", "optim=sgd", "logger=none",
+            "trainer.check_every=1"]
+    exploding = train(compose(*over, "optim.lr=50"))
+    losses = exploding["history"]["train_loss"]
+    assert exploding["status"] == "finished" and exploding["epochs_completed"] == 3
+    assert max(losses) > 100 * losses[0]  # the 10x rule would have stopped it
+    stopped = train(compose(*over, "optim.lr=50", "trainer.diverge_factor=10"))
+    assert stopped["status"] == "diverged" and stopped["epochs_completed"] < 3
+    blown = train(compose(*over, "optim.lr=1e30"))
+    assert blown["status"] == "diverged" and blown["epochs_completed"] == 1

@@ -85,9 +85,10 @@ class TrainerConfig:
     channels_last: bool = True  # only applied on CUDA
     amp_bf16: bool = False  # bf16 autocast on CUDA; off until accuracy parity is shown
     compile: bool = False  # torch.compile the model
-    # Divergence (recorded as status "diverged"): a non-finite loss, or a running mean
-    # train loss above this multiple of the first mini-batch's loss.
-    diverge_factor: float = 10.0
+    # Divergence (recorded as status "diverged"): a non-finite loss ends a run, as in the
+    # published code; with a factor, also a running mean train loss above this multiple of
+    # the first mini-batch's loss (off for the paper's presets; docs/fidelity.md).
+    diverge_factor: float | None = None
     check_every: int = 20  # steps between divergence checks (each costs one host sync)
     max_steps_per_epoch: int | None = None  # cap for smoke runs; null = whole epoch
     stop_after: int | None = None  # leave (resumable) after this many epochs in this process

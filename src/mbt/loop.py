@@ -47,17 +47,18 @@ def train_epoch(
     bf16: bool = False,
     max_steps: int | None = None,
     check_every: int = 20,
-    diverge_factor: float = 10.0,
+    diverge_factor: float | None = None,
     ref_loss: float | None = None,
     record_steps: bool = False,
     bar: bool = False,
     desc: str = "",
 ) -> EpochStats:
-    """Train one epoch; stops early (``diverged=True``) on a non-finite or exploding loss.
+    """Train one epoch; stops early (``diverged=True``) on a non-finite (or exploding) loss.
 
-    Divergence: a non-finite running mean loss, or one above ``diverge_factor *
-    ref_loss``; ``ref_loss`` is the run's first mini-batch loss (None: this epoch's first,
-    returned as ``first_loss`` for later epochs). Checked every ``check_every`` steps
+    Divergence: a non-finite running mean loss (the published code's only stop: it never
+    ends a run otherwise), or, when ``diverge_factor`` is set, a mean above
+    ``diverge_factor * ref_loss``; ``ref_loss`` is the run's first mini-batch loss (None:
+    this epoch's first, returned as ``first_loss`` for later epochs). Checked every ``check_every`` steps
     (one host sync each) and at the end.
     """
     model.train()
@@ -99,7 +100,8 @@ def train_epoch(
                 ref_loss = first_loss
         if steps % check_every == 0 or steps == n_steps:
             mean = float(total_loss) / seen
-            if not math.isfinite(mean) or mean > diverge_factor * ref_loss:
+            if not math.isfinite(mean) or (diverge_factor is not None
+                                           and mean > diverge_factor * ref_loss):
                 return EpochStats(mean, 100.0 * float(correct) / seen, lr_sum / steps, steps,
                                   diverged=True, first_loss=first_loss, step_lrs=step_lrs)
             if bar:

@@ -80,17 +80,17 @@ def _cells(paper_keys: list[tuple], ours: dict) -> list[tuple]:
 # --- accuracy tables (2 and 3) --------------------------------------------------------------
 
 def _acc_cell(runs: list[dict]) -> dict:
-    """Statistics of one cell's runs; diverged runs enter as chance accuracy."""
-    triples = [accuracies(r) for r in runs]
+    """Statistics of one cell's runs; a diverged run enters with its best finite epoch
+    (the published code's measure), its final accuracy as chance."""
+    triples = [accuracies(r, diverged_best="epoch") for r in runs]
     best, final = stat(t[0] for t in triples), stat(t[1] for t in triples)
     n, n_div = len(runs), sum(t[2] for t in triples)
-    chance = triples[0][0] if n_div else None
 
     def show(s: Stat | None) -> str:
         if s is None:
             return ""
         if n_div == n:
-            return f"{chance:.2f} (div)"
+            return f"{s.mean:.2f} (div)"
         return s.fmt(2) + (f" ({n_div}/{n} div)" if n_div else "")
 
     epochs = stat(r.get("best_epoch") for r in runs if r.get("status") != "diverged")
