@@ -12,9 +12,11 @@ import pytest
 from mbt import ledger
 from mbt.report import build, load_ledger, paper, write_index
 from mbt.report.__main__ import main
-from mbt.report.common import Context, fmt_lr, record_from_wandb, select
+from mbt.report.common import Context, fmt_lr
 from mbt.report.figures import settle_point
-from mbt.report.tables import CELL_OF, SHARED
+from mbt.report.selection import select
+from mbt.report.targets import by_name
+from mbt.report.wandb_source import record_from_wandb
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -300,10 +302,9 @@ def test_shared_runs_join_only_with_the_targets_settings():
     same = train_record("fig3", "mbt_nag", 0.01)                      # 3 epochs: joins
     longer = train_record("fig3", "mbt_mmt", 0.01, accs=(1.0,) * 5)  # 5 epochs: another run
     other_model = train_record("fig3", "mbt_gd", 0.01, model="senet18")
-    sel = select([own, same, longer, other_model], "table2", "train", CELL_OF["table2"],
-                 shared=SHARED["table2"])
+    sel = select([own, same, longer, other_model], by_name("table2"))
     assert [r["optim"] for r in sel.records] == ["sgd", "mbt_nag"]
-    alone = select([longer], "table2", "train", CELL_OF["table2"], shared=SHARED["table2"])
+    alone = select([longer], by_name("table2"))
     assert len(alone.records) == 1 and alone.borrowed == {"fig3": 1}
 
 
@@ -333,8 +334,8 @@ def test_record_from_wandb_rebuilds_a_train_record():
     rec = record_from_wandb(run)
     assert (rec["kind"], rec["best_test_acc"], rec["best_epoch"], rec["final_test_acc"]) == (
         "train", 92.0, 1, 91.0)
-    assert CELL_OF["table2"](rec) == ("sgd", 0.1) and rec["synthetic"] is None
-    sel = select([rec], "table2", "train", CELL_OF["table2"])
+    assert by_name("table2").cell_of(rec) == ("sgd", 0.1) and rec["synthetic"] is None
+    sel = select([rec], by_name("table2"))
     assert sel.protocol == "full" and len(sel.records) == 1
     running = SimpleNamespace(**{**vars(run), "summary": {}, "state": "running"})
     assert record_from_wandb(running) is None
@@ -347,7 +348,7 @@ def test_fmt_lr():
 
 
 def test_commits_are_the_ones_that_trained_the_run():
-    from mbt.report.common import commits_of
+    from mbt.report.writers import commits_of
 
     resumed = {"git_commit": "c" * 40, "git_dirty": False,
                "trained_at_commits": ["a" * 12, "b" * 12 + "+dirty"]}

@@ -19,46 +19,16 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import autolr, figures, tables
-from .common import (
-    TARGETS,
-    Context,
-    ReportError,
-    Selection,
-    commands,
-    commits_of,
-    guard,
-    load_ledger,
-    load_wandb,
-    md_table,
-    plural,
-    select,
-    stamp,
-    write_md,
-)
+from .common import Context, ReportError, plural
+from .selection import Selection, load_ledger, select
+from .targets import OTHER_RESULTS, TARGETS, by_name, names
+from .wandb_source import load_wandb
+from .writers import commands, commits_of, guard, md_table, stamp, write_md
 
 __all__ = ["TARGETS", "BuildResult", "Context", "ReportError", "build", "load_ledger",
-           "load_wandb", "missing_message", "status_line", "write_index"]
+           "load_wandb", "missing_message", "names", "status_line", "write_index"]
 
 log = logging.getLogger(__name__)
-
-_BUILDERS = {**tables.BUILDERS, **figures.BUILDERS, **autolr.BUILDERS}
-_CELL_OF = {**tables.CELL_OF, **figures.CELL_OF, **autolr.CELL_OF}
-_KIND = {**tables.KIND, **figures.KIND, **autolr.KIND}
-_SHARED = {**tables.SHARED, **figures.SHARED, **autolr.SHARED}
-_WHAT = {
-    "table1": ("Table 1", "lr found by MBT-GD, 9 start lrs × 7 batch sizes"),
-    "table2": ("Table 2", "best accuracy, 11 optimizers × 9 start lrs, ResNet18 / CIFAR10"),
-    "table3": ("Table 3", "MBT-MMT / MBT-NAG accuracy, 5 models × CIFAR10/100"),
-    "fig2b": ("Fig. 2(b)", "Two-way Backtracking GD lr vs iterate, full batch"),
-    "fig3": ("Fig. 3", "MBT-MMT / MBT-NAG lr per epoch, ResNet18, CIFAR10/100"),
-    "autolr": ("Beyond: autolr", "automatic-lr methods vs tuned lr grids, tuning cost counted"),
-}
-# Outputs of other entrypoints, listed in the index when present.
-_OTHER_RESULTS = [
-    ("toy_examples", "Examples 3.6-3.7", "toy examples, paper vs ours", "make reproduce-toy"),
-    ("fig2a", "Fig. 2(a)", "Two-way Backtracking GD on the Mexican hat", "make reproduce-fig2a"),
-]
 
 
 @dataclass
@@ -72,24 +42,18 @@ class BuildResult:
         return bool(self.written)
 
 
-def _select(target: str, records: list[dict], protocol: str | None) -> Selection:
-    if target not in _BUILDERS:
-        raise ReportError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
-    return select(records, target, _KIND[target], _CELL_OF[target], protocol,
-                  _SHARED.get(target))
-
-
 def build(target: str, records: list[dict], out: str | Path = "results", *,
           protocol: str | None = None, ctx: Context | None = None) -> BuildResult:
     """Write ``target``'s outputs from ``records``; writes nothing when it has no runs."""
     ctx = ctx or Context(out=Path(out))
-    sel = _select(target, records, protocol)
+    spec = by_name(target)
+    sel = select(records, spec, protocol)
     if not sel.records:
         return BuildResult(target, sel)
     where = guard(target, sel.protocol, len(sel.records), sel.cells, ctx.out, ctx.force)
     if where != ctx.out:
         ctx = dataclasses.replace(ctx, out=where)
-    written = _BUILDERS[target](sel, ctx)
+    written = spec.build(sel, ctx)
     log.info("%s: wrote %s", target, ", ".join(map(str, written)))
     return BuildResult(target, sel, written)
 
@@ -124,15 +88,15 @@ def write_index(out: str | Path, records: list[dict], *, protocol: str | None = 
     out = Path(out)
     ctx = ctx or Context(out=out)
     rows, total, cells = [], 0, 0
-    for target in TARGETS:
-        sel = _select(target, records, protocol)
-        name, what = _WHAT[target]
-        files = ", ".join(f"[`{p.name}`]({p.name})" for p in sorted(out.glob(f"{target}.*")))
-        make_cmd, report_cmd = commands(target, sel.protocol, ctx)
-        rows.append([name, what, status_line(sel), files, f"`{make_cmd}`, `{report_cmd}`"])
+    for spec in TARGETS:
+        sel = select(records, spec, protocol)
+        files = ", ".join(f"[`{p.name}`]({p.name})" for p in sorted(out.glob(f"{spec.name}.*")))
+        make_cmd, report_cmd = commands(spec.name, sel.protocol, ctx)
+        rows.append([spec.title, spec.what, status_line(sel), files,
+                     f"`{make_cmd}`, `{report_cmd}`"])
         total += len(sel.records)
         cells += sel.cells
-    for stem, name, what, cmd in _OTHER_RESULTS:
+    for stem, name, what, cmd in OTHER_RESULTS:
         files = sorted(out.glob(f"{stem}.*"))
         rows.append([name, what, "present" if files else "not run",
                      ", ".join(f"[`{p.name}`]({p.name})" for p in files), f"`{cmd}`"])

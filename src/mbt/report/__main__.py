@@ -20,13 +20,13 @@ import sys
 from pathlib import Path
 
 from . import (
-    TARGETS,
     Context,
     ReportError,
     build,
     load_ledger,
     load_wandb,
     missing_message,
+    names,
     write_index,
 )
 from .common import PROTOCOLS, plural
@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m mbt.report", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Rebuild a table or figure of the paper from the run ledger (never trains).",
         epilog="\n".join(__doc__.splitlines()[2:]))
-    p.add_argument("target", choices=[*TARGETS, "all"])
+    p.add_argument("target", choices=[*names(), "all"])
     p.add_argument("--ledger", default=DEFAULT_LEDGER,
                    help="JSONL run ledger (default: %(default)s)")
     p.add_argument("--out", default="results", help="output directory (default: %(default)s)")
@@ -69,10 +69,11 @@ def main(argv: list[str] | None = None) -> int:
                   source=source, report_args=extra, force=args.force)
     try:
         if args.source == "wandb":
-            records = load_wandb(args.project, args.entity, protocol=args.protocol)
+            records = load_wandb(args.project, args.entity, experiments=names(),
+                                 protocol=args.protocol)
         else:
             records = load_ledger(args.ledger)
-        targets = TARGETS if args.target == "all" else (args.target,)
+        targets = names() if args.target == "all" else (args.target,)
         missing = 0
         for target in targets:
             result = build(target, records, protocol=args.protocol, ctx=ctx)

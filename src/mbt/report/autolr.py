@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,32 +31,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .common import (
-    DISPLAY,
-    Context,
-    Selection,
-    Stat,
-    accuracies,
-    fmt_lr,
-    header,
-    lr_key,
-    md_table,
-    stat,
-    write_csv,
-    write_md,
-)
+from .common import DISPLAY, Context, Stat, accuracies, fmt_lr, lr_key, stat
+from .selection import Selection
+from .writers import header, md_table, write_csv, write_md
 
-__all__ = ["BUILDERS", "CELL_OF", "KIND", "SHARED", "MethodRow", "autolr", "method_rows",
+__all__ = ["MethodRow", "autolr", "method_rows",
            "mbt_verdicts"]
 
 log = logging.getLogger(__name__)
-
-CELL_OF: dict[str, Callable[[dict], Hashable]] = {
-    "autolr": lambda r: (r.get("model"), r.get("dataset"), r.get("optim"),
-                         lr_key(r.get("lr") or 0.0)),
-}
-KIND = {"autolr": "train"}
-SHARED: dict = {}
 
 NAMES = {
     **DISPLAY, "sls": "SLS", "prodigy": "Prodigy", "dadapt_sgd": "D-Adapt SGD",
@@ -487,5 +468,3 @@ def autolr(sel: Selection, ctx: Context) -> list[Path]:
                           for row in rows])
     return [write_md(out / "autolr.md", lines), write_csv(out / "autolr.csv", frame), png]
 
-
-BUILDERS = {"autolr": autolr}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Hashable
 from pathlib import Path
 
 import pandas as pd
@@ -19,33 +18,14 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from . import paper
-from .common import (
-    DISPLAY,
-    Context,
-    Selection,
-    Shared,
-    header,
-    lr_key,
-    md_table,
-    write_csv,
-    write_md,
-)
+from .common import DISPLAY, Context
+from .selection import Selection
+from .writers import header, md_table, write_csv, write_md
 
-__all__ = ["BUILDERS", "CELL_OF", "KIND", "SHARED", "fig2b", "fig3", "lr_series", "settle_point"]
+__all__ = ["fig2b", "fig3", "lr_series", "settle_point"]
 
 log = logging.getLogger(__name__)
 
-CELL_OF: dict[str, Callable[[dict], Hashable]] = {
-    "fig2b": lambda r: (r.get("model"), r.get("dataset"), r.get("optim")),
-    "fig3": lambda r: (r.get("dataset"), r.get("optim")),
-}
-KIND = {"fig2b": "train", "fig3": "train"}
-# Fig. 3's runs are also Table 3's ResNet18 cells and Table 2's MBT cells (common.Shared).
-SHARED = {
-    "fig3": Shared(("table2", "table3"), lambda r: r.get("model") == "resnet18"
-                   and r.get("optim") in ("mbt_mmt", "mbt_nag")
-                   and lr_key(r.get("lr", 0)) == 0.01),
-}
 _RTOL = 1e-9  # lrs on the grid lr0 * beta^k are equal when the search accepts the same k
 
 
@@ -232,5 +212,3 @@ def _acc(r: dict) -> str:
     best = r.get("best_test_acc")
     return "" if best is None else f"{best:.2f} ({r.get('best_epoch')})"
 
-
-BUILDERS = {"fig2b": fig2b, "fig3": fig3}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from pathlib import Path
 
 import numpy as np
@@ -22,42 +22,21 @@ from . import paper
 from .common import (
     DISPLAY,
     Context,
-    Selection,
-    Shared,
     Stat,
     accuracies,
     bn_init,
     fmt_delta,
     fmt_lr,
-    header,
-    lr_key,
-    md_table,
     plural,
     stat,
-    write_csv,
-    write_md,
 )
+from .selection import Selection
+from .writers import header, md_table, write_csv, write_md
 
-__all__ = ["BUILDERS", "CELL_OF", "KIND", "SHARED", "table1", "table2", "table3"]
+__all__ = ["table1", "table2", "table3"]
 
 log = logging.getLogger(__name__)
 
-CELL_OF: dict[str, Callable[[dict], Hashable]] = {
-    "table1": lambda r: (int(r["batch_size"]), lr_key(r["lr"])),
-    "table2": lambda r: (r["optim"], lr_key(r["lr"])),
-    "table3": lambda r: (r["model"], r["dataset"], r["optim"]),
-}
-KIND = {"table1": "lr_search", "table2": "train", "table3": "train"}
-_MBT_AT_1E2 = ("mbt_gd", "mbt_mmt", "mbt_nag")
-# Cells the presets share (conf/experiment: table2_mbt, table3 and fig3 make the same
-# ResNet18 runs at start lr 1e-2; see common.Shared).
-SHARED = {
-    "table2": Shared(("table3", "fig3"), lambda r: r.get("model") == "resnet18"
-                     and r.get("dataset") == "cifar10" and r.get("optim") in _MBT_AT_1E2
-                     and lr_key(r.get("lr", 0)) == 0.01),
-    "table3": Shared(("table2", "fig3"), lambda r: r.get("optim") in ("mbt_mmt", "mbt_nag")
-                     and lr_key(r.get("lr", 0)) == 0.01),
-}
 
 
 def _group(records: list[dict], cell_of) -> dict[Hashable, list[dict]]:
@@ -113,7 +92,7 @@ def _accuracy_rows(sel: Selection, table: str, ctx: Context) -> tuple[list[dict]
     keys, _ = paper.TABLES[table]
     match = [k if k != "lr" else "lr_key" for k in keys]
     paper_by = {tuple(row[k] for k in match): row for row in ref.to_dict("records")}
-    ours = {k: _acc_cell(runs) for k, runs in _group(sel.records, CELL_OF[table]).items()}
+    ours = {k: _acc_cell(runs) for k, runs in _group(sel.records, sel.spec.cell_of).items()}
     rows = []
     for cell in _cells(list(paper_by), ours):
         p, o = paper_by.get(cell), ours.get(cell)
@@ -227,7 +206,7 @@ def table1(sel: Selection, ctx: Context) -> list[Path]:
     ref = paper.load("table1", ctx.paper_dir)
     paper_by = {(r["batch_size"], r["lr_key"]): r for r in ref.to_dict("records")}
     ours = {i: {k: _lr_cell(v) for k, v in _group(
-        [r for r in sel.records if bn_init(r) == i], CELL_OF["table1"]).items()}
+        [r for r in sel.records if bn_init(r) == i], sel.spec.cell_of).items()}
         for i in INITS}
     inits = [i for i in INITS if ours[i]]
     rows = []
@@ -359,5 +338,3 @@ def _heatmap(rows: list[dict], batches: list, lrs: list, inits: list[str], path:
     fig.savefig(path, dpi=110)
     return path
 
-
-BUILDERS = {"table1": table1, "table2": table2, "table3": table3}

@@ -1,0 +1,127 @@
+"""Choosing the runs of a report target from the ledger: current key schema only, one
+sample per (cell, seed, init), the protocol covering the most cells, shared cells joined."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mbt import ledger
+
+from .common import PROTOCOLS, ReportError, Target, bn_init, get, plural
+
+__all__ = ["Selection", "load_ledger", "select"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Selection:
+    """The runs of one target under one protocol."""
+
+    target: str
+    protocol: str | None
+    records: list[dict]
+    spec: Target | None = None
+    cells: int = 0
+    others: dict[str, int] = field(default_factory=dict)  # other protocol -> cells covered
+    borrowed: dict[str, int] = field(default_factory=dict)  # other experiment -> runs shared
+
+
+def load_ledger(path: str | Path) -> list[dict]:
+    """Finished and diverged records of the current key schema; a ``run_key`` written twice
+    keeps its last record. Lines that are not records are reported by :func:`ledger.read`;
+    records of an older key schema are counted and skipped with one warning (their keys
+    cannot be compared with today's: ``python -m mbt.ledger_migrate`` re-keys them).
+    A missing file is a :class:`ReportError`, never an empty report."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReportError(f"no ledger at {path} (run the experiments first, or pass "
+                          f"--ledger results/ledger.jsonl for the committed runs)")
+    by_key: dict[str, dict] = {}
+    old = 0
+    for i, record in enumerate(ledger.read(path)):
+        if record.get("status") not in ledger.FINAL_STATUSES:
+            continue
+        if record.get("key_schema") != ledger.KEY_SCHEMA:
+            old += 1
+            continue
+        by_key[record.get("run_key") or f"#{i}"] = record
+    if old:
+        log.warning("%s: skipped %s of an older key schema (no data fingerprint in their run "
+                    "keys); `python -m mbt.ledger_migrate %s` re-keys them", path,
+                    plural(old, "record"), path)
+    return list(by_key.values())
+
+def _one_per_cell_and_seed(records: list[dict], target: str,
+                           cell_of: Callable[[dict], Hashable]) -> list[dict]:
+    """One sample per (cell, seed, BatchNorm init): the newest (last in ledger order) wins,
+    with a warning naming the runs it replaces (e.g. the same cell on other data)."""
+    newest: dict[Hashable, dict] = {}
+    replaced: dict[Hashable, list[str]] = {}
+    for r in records:
+        k = (cell_of(r), r.get("seed"), bn_init(r))
+        if k in newest:
+            replaced.setdefault(k, []).append(str(newest[k].get("run_key")))
+        newest[k] = r
+    for k, keys in replaced.items():
+        log.warning("%s: cell %s seed %s counted once, from %s; not counted: %s", target,
+                    k[0], k[1], newest[k].get("run_key"), ", ".join(keys))
+    return list(newest.values())
+
+def _experiments(r: dict) -> set:
+    return {r.get("experiment"), *(r.get("experiments") or ())}
+
+def _settings(r: dict) -> tuple:
+    # What the presets of one protocol fix for every cell (the sweep varies the rest).
+    return r.get("epochs"), r.get("batch_size"), get(r, "data", "subset")
+
+def select(records: Iterable[dict], spec: Target, protocol: str | None = None) -> Selection:
+    """The records of target ``spec`` (``record["experiment"]``, ``spec.kind``) under
+    ``protocol``; by default the protocol covering the most cells, ties going to
+    full > quick > smoke.
+
+    With ``spec.shared``, runs recorded under those experiments that are cells of the
+    target join, when they have the settings (epochs, batch size, subset) of one of the
+    target's own runs under that protocol, or when the target has none of its own there.
+    Targets that do not show both BatchNorm inits take the torch-init runs only."""
+    target, cell_of, shared = spec.name, spec.cell_of, spec.shared
+    records = [r for r in records if r.get("kind", "train") == spec.kind]
+    if not spec.both_inits:
+        legacy = [r for r in records if bn_init(r) != "torch"]
+        if legacy:
+            log.warning("%s: %s with model.bn_init other than torch left out (this report "
+                        "shows torch-init runs only)", target, plural(len(legacy), "run"))
+            records = [r for r in records if bn_init(r) == "torch"]
+    own: dict[str, list[dict]] = {}
+    other: dict[str, list[dict]] = {}
+    for r in records:
+        p = str(r.get("protocol"))
+        if target in _experiments(r):
+            own.setdefault(p, []).append(r)
+        elif shared and _experiments(r) & set(shared.experiments) and shared.fits(r):
+            other.setdefault(p, []).append(r)
+    by_protocol: dict[str, list[dict]] = {}
+    for p in {*own, *other}:
+        mine = own.get(p, [])
+        settings = {_settings(r) for r in mine}
+        by_protocol[p] = mine + [r for r in other.get(p, [])
+                                 if not settings or _settings(r) in settings]
+    by_protocol = {p: rs for p, rs in by_protocol.items() if rs}
+    cells = {p: len({(cell_of(r), bn_init(r)) for r in rs}) for p, rs in by_protocol.items()}
+
+    def rank(p: str) -> tuple[int, int]:
+        return (-cells[p], PROTOCOLS.index(p) if p in PROTOCOLS else len(PROTOCOLS))
+
+    chosen = protocol if protocol is not None else min(cells, key=rank, default=None)
+    chosen_records = _one_per_cell_and_seed(by_protocol.get(chosen, []), target, cell_of) \
+        if chosen is not None else []
+    others = {p: cells[p] for p in sorted(cells, key=rank) if p != chosen}
+    borrowed: dict[str, int] = {}
+    for r in chosen_records:
+        if target not in _experiments(r):
+            borrowed[str(r.get("experiment"))] = borrowed.get(str(r.get("experiment")), 0) + 1
+    return Selection(target, chosen if chosen_records else protocol, chosen_records, spec,
+                     cells.get(chosen, 0), others, borrowed)

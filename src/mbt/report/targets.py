@@ -1,0 +1,80 @@
+"""Every report target, once: what it shows, which ledger records are its cells, how it is
+built, and what its full protocol runs. ``python -m mbt.report <name>`` and the index
+(``results/README.md``) read this list and nothing else."""
+
+from __future__ import annotations
+
+from . import autolr, figures, tables
+from .common import Shared, Target, lr_key
+
+__all__ = ["OTHER_RESULTS", "TARGETS", "by_name", "names"]
+
+_MBT_AT_1E2 = ("mbt_gd", "mbt_mmt", "mbt_nag")
+
+
+def _mbt_at_1e2(optims: tuple[str, ...]):
+    return lambda r: r.get("optim") in optims and lr_key(r.get("lr", 0)) == 0.01
+
+
+TARGETS: tuple[Target, ...] = (
+    Target(
+        "table1", "Table 1", "lr found by MBT-GD, 9 start lrs × 7 batch sizes",
+        kind="lr_search", cell_of=lambda r: (int(r["batch_size"]), lr_key(r["lr"])),
+        build=tables.table1, both_inits=True,
+        protocol_note="ResNet18 / CIFAR10, 20 random mini-batches per start lr, α = 1e-4, "
+                      "β = 0.5"),
+    # The presets share cells (conf/experiment: table2_mbt, table3 and fig3 make the same
+    # ResNet18 runs at start lr 1e-2; common.Shared).
+    Target(
+        "table2", "Table 2", "best accuracy, 11 optimizers × 9 start lrs, ResNet18 / CIFAR10",
+        kind="train", cell_of=lambda r: (r["optim"], lr_key(r["lr"])), build=tables.table2,
+        protocol_note="ResNet18 / CIFAR10, 200 epochs, batch size 200",
+        shared=Shared(("table3", "fig3"), lambda r: r.get("model") == "resnet18"
+                      and r.get("dataset") == "cifar10" and _mbt_at_1e2(_MBT_AT_1E2)(r))),
+    Target(
+        "table3", "Table 3", "MBT-MMT / MBT-NAG accuracy, 5 models × CIFAR10/100",
+        kind="train", cell_of=lambda r: (r["model"], r["dataset"], r["optim"]),
+        build=tables.table3, protocol_note="200 epochs, start lr 1e-2",
+        shared=Shared(("table2", "fig3"), _mbt_at_1e2(("mbt_mmt", "mbt_nag")))),
+    Target(
+        "fig2b", "Fig. 2(b)", "Two-way Backtracking GD lr vs iterate, full batch",
+        kind="train", build=figures.fig2b, both_inits=True,
+        # The variants Fig. 2(b)'s evidence compares (issue 13): start lr δ0 and α.
+        cell_of=lambda r: (r.get("model"), r.get("dataset"), r.get("optim"),
+                           lr_key(r.get("lr") or 0.0),
+                           ((r.get("config") or {}).get("optim") or {}).get("builder", {})
+                           .get("alpha")),
+        protocol_note="ResNet18, full batch on 500 CIFAR10 images"),
+    # Fig. 3's runs are also Table 3's ResNet18 cells and Table 2's MBT cells.
+    Target(
+        "fig3", "Fig. 3", "MBT-MMT / MBT-NAG lr per epoch, ResNet18, CIFAR10/100",
+        kind="train", cell_of=lambda r: (r.get("dataset"), r.get("optim")), build=figures.fig3,
+        protocol_note="ResNet18, CIFAR10 / CIFAR100, the Table 2 settings",
+        shared=Shared(("table2", "table3"), lambda r: r.get("model") == "resnet18"
+                      and _mbt_at_1e2(("mbt_mmt", "mbt_nag"))(r))),
+    Target(
+        "autolr", "Beyond: autolr", "automatic-lr methods vs tuned lr grids, tuning cost counted",
+        kind="train", build=autolr.autolr, beyond_paper=True,
+        cell_of=lambda r: (r.get("model"), r.get("dataset"), r.get("optim"),
+                           lr_key(r.get("lr") or 0.0)),
+        protocol_note="ResNet18 / CIFAR10, 200 epochs, batch 200; tuned baselines over the "
+                      "paper's 9 start lrs"),
+)
+# Outputs of other entrypoints, listed in the index when present: (stem, title, what, command).
+OTHER_RESULTS = (
+    ("toy_examples", "Examples 3.6-3.7", "toy examples, paper vs ours", "make reproduce-toy"),
+    ("fig2a", "Fig. 2(a)", "Two-way Backtracking GD on the Mexican hat", "make reproduce-fig2a"),
+)
+
+
+def names() -> tuple[str, ...]:
+    return tuple(t.name for t in TARGETS)
+
+
+def by_name(name: str) -> Target:
+    for t in TARGETS:
+        if t.name == name:
+            return t
+    from .common import ReportError
+
+    raise ReportError(f"unknown target {name!r}; choose from {', '.join(names())}")
