@@ -340,13 +340,12 @@ def test_new_optim_config_builds_and_steps(name):
     model = nn.Linear(4, 3)
     optimizer, controller = build_optimizer(cfg, model.parameters())
     assert optimizer.param_groups[0]["lr"] == pytest.approx(cfg.lr)
-    assert (controller is not None) == (name == "lr_range_sgd")
+    assert isinstance(controller, LRRangeController) == (name == "lr_range_sgd")
     loss_fn = nn.CrossEntropyLoss()
     batches = _classification(n_batches=2)
-    if controller is not None:
-        controller.on_epoch_start(0, model, loss_fn, batches)
-    if callable(getattr(optimizer, "train", None)):  # schedule-free: y-sequence for steps
-        optimizer.train()
+    controller.prepare(batches)
+    controller.on_epoch_start(0, model, loss_fn, batches)
+    controller.train_mode()  # schedule-free: the y-sequence for steps
     x, y = batches[0]
 
     def closure(backward=True):
@@ -413,3 +412,25 @@ def test_step_size_of_schedule_free_follows_its_warmup():
         nn.functional.cross_entropy(model(x), y).backward()
         optimizer.step()
         assert step_size(optimizer) == pytest.approx(0.5 * k / 4)
+
+
+def test_every_optimizer_gets_the_controller_it_needs():
+    """The loop calls one interface; the factory picks the adapter (no name checks)."""
+    from mbt.optim import EpochController, ModeSwitchController, SLSController, controller_for
+
+    w = [torch.zeros(3, requires_grad=True)]
+    sgd = torch.optim.SGD(w, lr=0.1)
+    assert type(controller_for(sgd)) is EpochController
+    sls = SLS(w, lr=1.0)
+    ctl = controller_for(sls)
+    assert isinstance(ctl, SLSController)
+    ctl.prepare([0] * 7)  # a loader of 7 batches
+    assert sls.param_groups[0]["n_batches_per_epoch"] == 7
+    schedulefree = pytest.importorskip("schedulefree")
+    sf = schedulefree.SGDScheduleFree(w, lr=0.1)
+    ctl = controller_for(sf)
+    assert isinstance(ctl, ModeSwitchController)
+    ctl.eval_mode()
+    assert not sf.param_groups[0]["train_mode"]
+    ctl.train_mode()
+    assert sf.param_groups[0]["train_mode"]

@@ -59,15 +59,25 @@ def test_new_config_keys_at_their_neutral_value_keep_old_keys():
 
 
 def test_reference_run_key_is_pinned(compose):
-    """The key of a stock config. If this fails, a config change altered every run key:
+    """The keys of a stock config. If this fails, a config change altered every run key:
     a new key that changes the numbers belongs in ledger.KEY_NEUTRAL with the value that
     reproduces the old behaviour; one that does not belongs in ledger._KEY_IGNORES.
-    Change the pinned key only with a KEY_SCHEMA bump and `python -m mbt.ledger_migrate`."""
+    Change the pinned keys only with a KEY_SCHEMA bump and `python -m mbt.ledger_migrate`."""
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.to_container(compose("protocol=full", "experiment=table1"), resolve=True,
                                  enum_to_str=True)
-    assert ledger.run_key(cfg, HEAD) == "resnet18-cifar10-mbt_gd-lr0.01-b200-e200-s0-0d60d68d"
+    assert ledger.run_key(cfg, HEAD) == "resnet18-cifar10-mbt_gd-lr0.01-b200-e200-s0-d70dbfa8"
+    assert ledger.run_key(cfg, HEAD, "lr_search") == \
+        "lrsearch-resnet18-cifar10-mbt_gd-lr0.01-b200-s0-73bd8744"
+
+
+def test_an_lr_search_key_ignores_the_training_settings():
+    base = ledger.run_key(config(), FULL, "lr_search")
+    for change in ({"trainer__epochs": 15}, {"trainer__diverge_factor": 10.0}):
+        assert ledger.run_key(config(**change), FULL, "lr_search") == base, change
+        assert ledger.run_key(config(**change), FULL) != ledger.run_key(config(), FULL)
+    assert ledger.run_key(config(trainer__batch_size=12), FULL, "lr_search") != base
 
 
 def test_append_is_whole_or_absent_on_a_full_disk(tmp_path, monkeypatch):
@@ -151,3 +161,14 @@ def test_concurrent_appends_never_interleave(tmp_path):
     assert len(lines) == 60
     keys = {json.loads(line)["run_key"] for line in lines}  # every line parses
     assert len(keys) == 60
+
+
+def test_a_file_system_without_flock_is_one_clear_error(tmp_path, monkeypatch):
+    import errno
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(ledger.fcntl, "flock", no_locks)
+    with pytest.raises(ledger.LedgerError, match="no working flock.*docs/cluster.md"):
+        ledger.append(tmp_path / "ledger.jsonl", {"run_key": "a", "status": "finished"})

@@ -76,24 +76,38 @@ def _strip(node: Any, path: tuple = ()) -> Any:
     return node
 
 
-def identity(config: dict, data: dict) -> dict:
-    """What the run key hashes: the config that changes the numbers + the data fingerprint."""
+# What an lr search (mbt.find_lr, Table 1) reads of ``trainer``: only the batch size; the
+# training settings (epochs, divergence rule, precision, ...) do not change its number.
+_SEARCH_TRAINER_KEYS = ("batch_size",)
+
+
+def identity(config: dict, data: dict, kind: str = "train") -> dict:
+    """What the run key hashes: the config that changes the numbers + the data fingerprint
+    (``kind="lr_search"``: of ``trainer``, only what a search reads)."""
     cfg = _strip(config)
     if (config.get("data") or {}).get("pipeline") == "device":
         cfg.get("data", {}).pop("num_workers", None)  # only the DataLoader pipeline uses it
+    if kind == "lr_search":
+        cfg["trainer"] = {k: v for k, v in cfg.get("trainer", {}).items()
+                          if k in _SEARCH_TRAINER_KEYS}
+        cfg.get("optim", {}).pop("scheduler", None)
     fingerprint = {k: data[k] for k in ("n_train", "n_test", "files") if k in data}
     return {"key_schema": KEY_SCHEMA, "config": cfg, "data": fingerprint}
 
 
-def run_key(config: dict, data: dict) -> str:
+def run_key(config: dict, data: dict, kind: str = "train") -> str:
     """``<model>-<data>-<optim>-lr<lr>-b<batch>-e<epochs>-s<seed>-<hash8>`` of a resolved
-    config and the fingerprint (:func:`mbt.data.cifar.fingerprint`) of the data it loaded."""
-    digest = hashlib.sha256(json.dumps(identity(config, data), sort_keys=True,
+    config and the fingerprint (``CifarData.fingerprint``) of the data it loaded; an lr
+    search (``kind="lr_search"``): ``lrsearch-<model>-<data>-<optim>-lr<lr>-b<batch>-s<seed>-
+    <hash8>``."""
+    digest = hashlib.sha256(json.dumps(identity(config, data, kind), sort_keys=True,
                                        default=str).encode()).hexdigest()[:8]
     t = config["trainer"]
     lr = f"{float(config['optim']['lr']):g}"
-    return (f"{config['model']['name']}-{config['data']['name']}-{config['optim']['name']}"
-            f"-lr{lr}-b{t['batch_size']}-e{t['epochs']}-s{config['seed']}-{digest}")
+    search = kind == "lr_search"
+    return (f"{'lrsearch-' if search else ''}{config['model']['name']}-{config['data']['name']}"
+            f"-{config['optim']['name']}-lr{lr}-b{t['batch_size']}"
+            f"{'' if search else '-e' + str(t['epochs'])}-s{config['seed']}-{digest}")
 
 
 def scrub_secrets(node: Any) -> Any:
@@ -121,7 +135,12 @@ def append(path: str | Path, record: dict) -> None:
     except OSError as err:
         raise LedgerError(f"cannot write the ledger {path}: {err.strerror or err}") from err
     with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except OSError as err:  # ENOLCK / ENOSYS: Lustre mounted noflock, NFS without lockd
+            raise LedgerError(f"cannot lock the ledger {path} ({err.strerror or err}): this file "
+                              f"system has no working flock; use one ledger per job "
+                              f"(docs/cluster.md)") from err
         try:
             fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as err:

@@ -88,8 +88,7 @@ def migrate(path: str | Path, *, data_roots: list[Path] = (), dry_run: bool = Fa
             counts["unmigratable"] += 1
             notice(f"{r['run_key']}: {fp}; left as it is (give --data-root)")
             continue
-        prefix = "lrsearch-" if r.get("kind") == "lr_search" else ""
-        key = prefix + ledger.run_key(r["config"], fp)
+        key = ledger.run_key(r["config"], fp, r.get("kind", "train"))
         if key in current:
             counts["already"] += 1
             continue

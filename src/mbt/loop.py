@@ -58,8 +58,8 @@ def train_epoch(
     Divergence: a non-finite running mean loss (the published code's only stop: it never
     ends a run otherwise), or, when ``diverge_factor`` is set, a mean above
     ``diverge_factor * ref_loss``; ``ref_loss`` is the run's first mini-batch loss (None:
-    this epoch's first, returned as ``first_loss`` for later epochs). Checked every ``check_every`` steps
-    (one host sync each) and at the end.
+    this epoch's first, returned as ``first_loss`` for later epochs). Checked every
+    ``check_every`` steps (one host sync each) and at the end.
     """
     model.train()
     total_loss = torch.zeros((), device=device, dtype=torch.float64)

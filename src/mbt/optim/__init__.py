@@ -9,6 +9,7 @@ from .backtracking import (
     default_h,
 )
 from .closure import evaluate, make_closure
+from .controller import EpochController, ModeSwitchController, SLSController, controller_for
 from .lr_range import (
     LRRangeController,
     LRRangeResult,
@@ -25,16 +26,20 @@ __all__ = [
     "BacktrackingGD",
     "BacktrackingMomentum",
     "BacktrackingNAG",
+    "EpochController",
     "InexactBacktrackingGD",
     "LRRangeController",
     "LRRangeResult",
+    "ModeSwitchController",
     "SLS",
+    "SLSController",
     "SearchResult",
     "TwoWayBacktrackingGD",
     "UnboundedBacktrackingGD",
     "armijo_holds",
     "armijo_search",
     "build_lr_range_sgd",
+    "controller_for",
     "default_h",
     "evaluate",
     "lr_range_test",

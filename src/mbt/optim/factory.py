@@ -4,25 +4,27 @@ Every ``conf/optim/*.yaml`` holds ``lr`` and a Hydra ``builder`` node; the build
 called as ``builder(params=..., lr=...)`` and returns either an ``Optimizer`` (stock
 torch optimizers, the backtracking line searches) or an ``(Optimizer, controller)``
 pair (MBT-GD/MMT/NAG, whose controller runs the per-epoch search; see
-:mod:`mbt.optim.mbt_schedule`).
+:mod:`mbt.optim.mbt_schedule`). Every optimizer leaves here with an
+:class:`~mbt.optim.controller.EpochController`, the one interface the train loop calls.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+
+from .controller import EpochController, controller_for
 
 __all__ = ["build_optimizer", "build_scheduler"]
 
 
 def build_optimizer(
     optim_cfg: DictConfig | dict, params: Iterable[torch.nn.Parameter]
-) -> tuple[torch.optim.Optimizer, Any | None]:
-    """``(optimizer, controller or None)`` for ``optim_cfg`` (``name``, ``lr``, ``builder``)."""
+) -> tuple[torch.optim.Optimizer, EpochController]:
+    """``(optimizer, controller)`` for ``optim_cfg`` (``name``, ``lr``, ``builder``)."""
     builder = optim_cfg["builder"]
     if isinstance(builder, DictConfig):
         builder = OmegaConf.to_container(builder, resolve=True)
@@ -31,7 +33,7 @@ def build_optimizer(
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optim {optim_cfg['name']!r} built {type(optimizer).__name__}, "
                         "not a torch.optim.Optimizer")
-    return optimizer, controller
+    return optimizer, controller if controller is not None else controller_for(optimizer)
 
 
 def build_scheduler(optim_cfg: DictConfig | dict, optimizer: torch.optim.Optimizer):

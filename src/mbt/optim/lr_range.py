@@ -54,6 +54,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .controller import EpochController
 from .mbt_finder import LossFn, _to_device
 
 __all__ = [
@@ -283,8 +284,8 @@ def _sgd_factory(optimizer: torch.optim.SGD) -> OptimizerFactory:
     return factory
 
 
-class LRRangeController:
-    """Runs :func:`lr_range_test` once and trains at its suggestion (MBTController's hooks).
+class LRRangeController(EpochController):
+    """Runs :func:`lr_range_test` once and trains at its suggestion (an EpochController).
 
     Args:
         optimizer: the training optimizer; the controller writes ``lr`` into every
@@ -312,21 +313,12 @@ class LRRangeController:
                 raise ValueError(f"pass optimizer_factory for a {type(optimizer).__name__} "
                                  "(the default only copies a torch.optim.SGD)")
             optimizer_factory = _sgd_factory(optimizer)
-        self.optimizer = optimizer
+        super().__init__(optimizer)
         self.optimizer_factory = optimizer_factory
         self.test_kwargs = dict(lr_min=lr_min, lr_max=lr_max, num_steps=num_steps,
                                 smooth=smooth, diverge_factor=diverge_factor, rule=rule)
         self.last_report: LRRangeResult | None = None
         self.test_epoch: int | None = None
-
-    @property
-    def should_stop(self) -> bool:
-        """Never: the test only sets the lr (the hook exists for the train loop)."""
-        return False
-
-    def _set_lr(self, lr: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
 
     def on_epoch_start(
         self,
@@ -346,14 +338,10 @@ class LRRangeController:
             return None
         report = lr_range_test(model, loss_fn, train_batches,
                                optimizer_factory=self.optimizer_factory, **self.test_kwargs)
-        self.optimizer.state.clear()  # momentum buffers (if any) restart with the new lr
-        self._set_lr(report.lr)
+        self.adopt(report)  # momentum buffers (if any) restart with the new lr
         self.last_report = report
         self.test_epoch = epoch
         return report
-
-    def on_epoch_end(self, train_loss: float, test_acc: float | None = None) -> None:
-        """Nothing to adapt: the lr stays fixed after the test."""
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -367,7 +355,7 @@ class LRRangeController:
         report = state["last_report"]
         self.last_report = None if report is None else LRRangeResult.from_dict(report)
         self.test_epoch = state["test_epoch"]
-        self._set_lr(float(state["lr"]))
+        self.set_lr(float(state["lr"]))
 
 
 def build_lr_range_sgd(

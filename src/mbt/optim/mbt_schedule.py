@@ -56,6 +56,7 @@ import torch
 from torch import nn
 
 from .base import check_range
+from .controller import EpochController
 from .mbt_finder import LossFn, MBTFinder, MBTSearchConfig, SearchReport
 
 __all__ = ["MBT_VARIANTS", "MBTController", "build_mbt"]
@@ -73,7 +74,7 @@ def _check_patience(name: str, value: Any, allow_none: bool = False) -> None:
                          f"{' or None' if allow_none else ''})")
 
 
-class MBTController:
+class MBTController(EpochController):
     """Epoch-level MBT policy around a ``torch.optim.SGD`` (see the module docstring).
 
     Args:
@@ -122,7 +123,7 @@ class MBTController:
         if not (isinstance(lr, (int, float)) and cfg.lr_min <= lr <= cfg.lr_max):
             raise ValueError(f"Invalid lr: {lr!r} (expected a start value in "
                              f"[lr_min={cfg.lr_min}, lr_max={cfg.lr_max}])")
-        self.optimizer = optimizer
+        super().__init__(optimizer)
         self.variant = variant
         self.lr_start = float(lr)
         self.plateau_patience = plateau_patience
@@ -149,10 +150,6 @@ class MBTController:
     def should_stop(self) -> bool:
         """True once the early-stop patience is reached (never when it is None)."""
         return self.early_stop_patience is not None and self.patience >= self.early_stop_patience
-
-    def _set_lr(self, lr: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
 
     def _momentum_off(self) -> None:
         # The code replaces the optimizer by ``optim.SGD(net.parameters(), lr=...)``.
@@ -189,8 +186,7 @@ class MBTController:
             model, loss_fn, train_batches, lr=self.lr_start, dataset_size=dataset_size,
             batch_size=batch_size, alpha=self.alpha,
         )
-        self.optimizer.state.clear()  # momentum buffers restart with the new lr
-        self._set_lr(report.lr)
+        self.adopt(report)  # momentum buffers restart with the new lr
         self.searched = True
         self.last_report = report
         self.last_search_epoch = epoch
@@ -253,7 +249,7 @@ class MBTController:
         report = state["last_report"]
         self.last_report = None if report is None else SearchReport.from_dict(report)
         self.finder.load_state_dict(state["finder"])
-        self._set_lr(float(state["lr"]))
+        self.set_lr(float(state["lr"]))
         if self.plateaued:
             self._momentum_off()
 
