@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from mbt import ledger
@@ -26,6 +26,7 @@ from mbt.entry import one_line_errors, run_and_print
 from mbt.models import build_model
 from mbt.optim.factory import build_optimizer
 from mbt.run import notice, open_run, provenance
+from mbt.tracking import make_tracker
 
 __all__ = ["find_lr_run"]
 
@@ -42,6 +43,12 @@ def find_lr_run(cfg: DictConfig) -> dict[str, Any]:
         if controller is None:
             raise ConfigError(f"find_lr needs an MBT optimizer (optim=mbt_gd|mbt_mmt|mbt_nag), "
                               f"got optim={cfg.optim.name}")
+        # One W&B run per search (job type lr_search, group <experiment>-<protocol>); the
+        # ledger record below is written whatever the logger.
+        tracker = make_tracker(OmegaConf.to_container(cfg.logger, resolve=True,
+                                                      enum_to_str=True),
+                               run_key=run.key, config=run.config, run_dir=run.run_dir,
+                               notice=notice, job_type="lr_search")
         run.train_loader.set_epoch(0)
         report = controller.finder.find(
             model, nn.CrossEntropyLoss(), run.train_loader, lr=float(cfg.optim.lr),
@@ -53,8 +60,11 @@ def find_lr_run(cfg: DictConfig) -> dict[str, Any]:
             "per_batch": list(report.per_batch), "func_evals": report.func_evals,
             "grad_evals": report.grad_evals, "seconds": report.seconds,
             "bound_hits": int(sum(bool(b) for b in report.bound_hits)),
+            "wandb": tracker.info,
         }
         ledger.append(cfg.paths.ledger, record)
+        tracker.log_search(report)
+        tracker.finish({"status": "finished"})
         return record
 
 

@@ -7,19 +7,74 @@ Online init is bounded (``logger.init_timeout`` seconds): with credentials but n
 the run falls back to offline with one notice line and trains on.
 The API key is never copied into the run config, the ledger or the logs: wandb reads
 it from the environment itself.
+
+What a run looks like in W&B (docs/wandb.md has the table): the ledger's flat per-epoch
+columns are logged under namespaces (:data:`WANDB_KEYS`: ``train/``, ``test/``, ``lr/``,
+``search/``, ``time/``) against the ``epoch`` axis, ``test/acc`` keeps its maximum in the
+summary, and only the values a run has are logged (no empty ``search/*`` for a run without
+an MBT search). Every run carries a group (``<experiment or adhoc>-<protocol>``: one
+protocol per group), a job type (``train``, ``lr_search``, ``bench``) and ``key:value``
+tags (protocol, model, dataset, optimizer, BatchNorm init); its name is the run key.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import netrc
 import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["NullTracker", "WandbTracker", "make_tracker", "resolve_mode"]
+__all__ = ["JOB_TYPES", "WANDB_KEYS", "NullTracker", "WandbTracker", "ledger_row", "make_tracker",
+           "resolve_mode", "run_group", "run_tags", "wandb_row"]
 
 log = logging.getLogger(__name__)
+
+# The W&B name of each column of mbt.train's per-epoch row (the ledger keeps the flat
+# names; reports read those). Keys not listed here are logged under their own name.
+WANDB_KEYS = {
+    "train_loss": "train/loss", "train_acc": "train/acc", "steps": "train/steps",
+    "test_loss": "test/loss", "test_acc": "test/acc",
+    "lr": "lr/value",
+    # the epoch's MBT search (Sec. 3.5): rescaled result, raw mean of the accepted eta,
+    # the accepted eta of each mini-batch (a histogram), its cost and bound hits
+    "search_lr": "search/lr", "search_mean_lr": "search/mean_lr",
+    "search_per_batch": "search/batch_lrs", "search_evals": "search/trials",
+    "search_grad_evals": "search/grad_evals", "search_bound_hits": "search/bound_hits",
+    "epoch_time": "time/epoch", "search_time": "time/search",
+}
+_LEDGER_KEYS = {v: k for k, v in WANDB_KEYS.items()}
+_NAMESPACES = ("train", "test", "lr", "search", "time")
+JOB_TYPES = ("train", "lr_search", "bench")
+
+
+def wandb_row(row: dict) -> dict:
+    """An epoch row under its W&B names, without the values the run does not have
+    (``None``: no search in a non-MBT run, no test score between evaluations)."""
+    return {WANDB_KEYS.get(k, k): v for k, v in row.items() if v is not None}
+
+
+def ledger_row(row: dict) -> dict:
+    """The inverse of :func:`wandb_row`: a W&B history row under the ledger's names
+    (for readers of W&B history, e.g. ``mbt.report --source wandb``)."""
+    return {_LEDGER_KEYS.get(k, k): v for k, v in row.items()}
+
+
+def run_group(config: dict, logger_cfg: dict) -> str:
+    """``<logger.group or experiment or adhoc>-<protocol>``: a group never mixes protocols."""
+    base = logger_cfg.get("group") or config.get("experiment") or "adhoc"
+    protocol = config.get("protocol") or "custom"
+    return base if base.endswith(f"-{protocol}") else f"{base}-{protocol}"
+
+
+def run_tags(config: dict, logger_cfg: dict) -> list[str]:
+    """``key:value`` tags for filtering in the W&B UI, then ``logger.tags``."""
+    model, data, optim = (config.get(k) or {} for k in ("model", "data", "optim"))
+    tags = [f"protocol:{config.get('protocol') or 'custom'}", f"model:{model.get('name')}",
+            f"dataset:{data.get('name')}", f"optim:{optim.get('name')}",
+            f"init:{model.get('bn_init') or 'torch'}", *(logger_cfg.get("tags") or [])]
+    return list(dict.fromkeys(str(t)[:64] for t in tags))  # W&B: tags up to 64 characters
 
 
 def _has_credentials() -> bool:
@@ -50,7 +105,10 @@ class NullTracker:
     mode = "disabled"
     info: dict[str, Any] = {}
 
-    def log(self, metrics: dict, step: int) -> None:
+    def log(self, row: dict, step: int) -> None:
+        pass
+
+    def log_search(self, report) -> None:
         pass
 
     def finish(self, summary: dict | None = None) -> None:
@@ -58,12 +116,16 @@ class NullTracker:
 
 
 class WandbTracker:
-    """One W&B run per training run; resumed by id when a run restarts from a checkpoint."""
+    """One W&B run per training run or search; resumed by id when a run restarts from a
+    checkpoint. ``job_type``: train (per-epoch rows) | lr_search (one MBT search) | bench."""
 
     def __init__(self, logger_cfg: dict, *, run_key: str, config: dict, run_dir: Path,
-                 notice=print):
+                 notice=print, job_type: str = "train"):
         import wandb  # imported here: wandb's import costs ~1 s and is unused with logger=none
 
+        if job_type not in JOB_TYPES:
+            raise ValueError(f"Invalid job_type: {job_type!r} (one of {', '.join(JOB_TYPES)})")
+        self._wandb = wandb
         self.mode, message = resolve_mode(str(logger_cfg["mode"]))
         if message:
             notice(message)
@@ -73,9 +135,9 @@ class WandbTracker:
         def init(mode: str):
             return wandb.init(
                 project=logger_cfg["project"], entity=logger_cfg.get("entity"),
-                group=logger_cfg.get("group"), tags=list(logger_cfg.get("tags") or []),
-                name=run_key, id=_wandb_id(run_key), resume="allow", config=config,
-                dir=str(run_dir), mode=mode,
+                group=run_group(config, logger_cfg), job_type=job_type,
+                tags=run_tags(config, logger_cfg), name=run_key, id=_wandb_id(run_key),
+                resume="allow", config=config, dir=str(run_dir), mode=mode,
                 settings=wandb.Settings(console="off", quiet=True, silent=True,
                                         init_timeout=timeout),
             )
@@ -91,12 +153,53 @@ class WandbTracker:
             self.mode = "offline"
             wandb.teardown()  # the failed init still holds the run id in wandb's service
             self.run = init(self.mode)
+        self._define_metrics(job_type)
         self.info = {"mode": self.mode, "dir": str(Path(self.run.dir).parent),
                      "url": getattr(self.run, "url", None) if self.mode == "online" else None,
                      "id": self.run.id, "project": logger_cfg["project"]}
 
-    def log(self, metrics: dict, step: int) -> None:
+    def _define_metrics(self, job_type: str) -> None:
+        if job_type == "lr_search":  # one point per searched mini-batch
+            self.run.define_metric("search/batch")
+            self.run.define_metric("search/batch_*", step_metric="search/batch")
+            return
+        self.run.define_metric("epoch")
+        for namespace in _NAMESPACES:
+            self.run.define_metric(f"{namespace}/*", step_metric="epoch")
+        # best-of summaries; "last" keeps the final value beside them
+        self.run.define_metric("test/acc", step_metric="epoch", summary="max,last")
+        self.run.define_metric("test/loss", step_metric="epoch", summary="min,last")
+        self.run.define_metric("train/loss", step_metric="epoch", summary="min,last")
+
+    def log(self, row: dict, step: int) -> None:
+        """One epoch row of mbt.train (ledger names), logged at ``epoch = step``."""
+        metrics = wandb_row({**row, "epoch": step})
+        key = WANDB_KEYS["search_per_batch"]
+        if key in metrics:  # a histogram per epoch; a list would not chart
+            finite = [v for v in metrics.pop(key) if math.isfinite(v)]
+            if finite:
+                metrics[key] = self._wandb.Histogram(finite)
         self.run.log(metrics, step=step)
+
+    def log_search(self, report) -> None:
+        """One MBT search (an ``mbt.optim.SearchReport``): the accepted eta of each
+        mini-batch against ``search/batch``, and the result and its cost in the summary."""
+        for i, eta in enumerate(report.per_batch):
+            point = {"search/batch": i + 1, "search/batch_lr": eta}
+            if i < len(report.starts):
+                point["search/batch_start"] = report.starts[i]
+            if i < len(report.trials):
+                point["search/batch_trials"] = len(report.trials[i])
+            if i < len(report.bound_hits):
+                point["search/batch_bound_hit"] = int(bool(report.bound_hits[i]))
+            self.run.log(point, step=i)
+        self.run.summary.update({
+            "search/lr": report.lr, "search/mean_lr": report.mean_lr,
+            "search/scale": report.scale, "search/batches": len(report.per_batch),
+            "search/trials": report.func_evals, "search/grad_evals": report.grad_evals,
+            "search/bound_hits": int(sum(bool(b) for b in report.bound_hits)),
+            "search/seconds": report.seconds,
+        })
 
     def finish(self, summary: dict | None = None) -> None:
         if summary:
@@ -112,6 +215,8 @@ def _wandb_id(run_key: str) -> str:
 
 
 def make_tracker(logger_cfg: dict, **kwargs) -> NullTracker | WandbTracker:
+    """``NullTracker`` for ``logger=none`` or ``logger.mode=disabled``, else a W&B run
+    (keyword arguments as :class:`WandbTracker`)."""
     if logger_cfg["name"] == "none" or logger_cfg.get("mode") == "disabled":
         return NullTracker()
     return WandbTracker(logger_cfg, **kwargs)

@@ -167,6 +167,12 @@ def _epoch(run: Run, epoch, model, step_model, optimizer, controller, scheduler,
         "search_mean_lr": report.mean_lr if report else None,
         "search_evals": report.func_evals if report else None,
         "steps": stats.steps,
+        # the search's result and cost beyond the raw mean (W&B's search/*; None: no search)
+        "search_lr": report.lr if report else None,
+        "search_grad_evals": report.grad_evals if report else None,
+        "search_bound_hits": (sum(map(bool, report.bound_hits))
+                              if hasattr(report, "bound_hits") else None),
+        "search_per_batch": list(report.per_batch) if hasattr(report, "per_batch") else None,
         "commit": str(code["commit"])[:12] + ("+dirty" if code["dirty"] else ""),
     }
     if t.record_steps:
