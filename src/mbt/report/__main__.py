@@ -6,6 +6,7 @@ Examples::
     python -m mbt.report all --protocol quick          # every target + results/README.md
     python -m mbt.report fig3 --source wandb --project mbt
     python -m mbt.report autolr --protocol quick       # beyond the paper: tuning cost counted
+    python -m mbt.report wandb-dashboard --entity E --project mbt   # the views as a W&B Report
 
 Exit status: 0 when something was written (``all``: always, unless an error), 1 when a
 single target has no runs (one line names the ``make`` target that produces them), 2 on
@@ -57,6 +58,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["wandb-dashboard"]:  # a saved W&B Report, not a ledger target
+        from .wandb_dashboard import main as dashboard_main
+
+        return dashboard_main(argv[1:])
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     extra = "" if args.ledger == DEFAULT_LEDGER else f" --ledger {args.ledger}"
