@@ -174,9 +174,48 @@ def _check_optimizer_args(cfg: DictConfig) -> None:
 
     try:
         build_optimizer(cfg.optim, [torch.zeros(1, requires_grad=True)])
-    except (ValueError, TypeError, InstantiationException) as err:
+    except (ValueError, TypeError, ImportError, InstantiationException) as err:
+        missing = _missing_module(err)
+        if missing:  # e.g. optim=prodigy without the autolr extra
+            extra = _extra_providing(missing)
+            how = f"pip install -e '.[{extra}]'" if extra else f"install the package {missing!r}"
+            raise ConfigError(f"optim={cfg.optim.name} needs {missing!r}, which is not "
+                              f"installed: {how}") from err
         cause = err.__cause__ or err
         raise ConfigError(f"optim={cfg.optim.name}: {' '.join(str(cause).split())}") from err
+
+
+def _missing_module(err: BaseException) -> str | None:
+    """The top-level module whose absence caused ``err`` (Hydra wraps it: locate error ->
+    ImportError -> ModuleNotFoundError), or None."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, ModuleNotFoundError) and err.name:
+            return err.name.split(".")[0]
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _extra_providing(module: str) -> str | None:
+    """The extra of mbt's metadata that installs ``module`` (its distribution name is the
+    module's, or starts with it: dog -> dog-optimizer), a narrow one before ``dev``; None
+    if there is none or mbt is not installed."""
+    import importlib.metadata
+    import re
+
+    try:
+        requires = importlib.metadata.requires("mbt") or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    extras = []
+    for req in requires:
+        match = re.match(r"([A-Za-z0-9._-]+).*;.*extra\s*==\s*['\"]([\w-]+)['\"]", req)
+        if match:
+            dist, name = (s.lower().replace("_", "-") for s in (match.group(1), module))
+            if dist == name or dist.startswith(f"{name}-"):
+                extras.append(match.group(2))
+    return min(extras, key=lambda e: e == "dev", default=None)
 
 
 def validate(cfg: DictConfig) -> None:

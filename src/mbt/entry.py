@@ -1,7 +1,9 @@
 """The command-line contract every ``@hydra.main`` entrypoint of mbt keeps.
 
 * A known error (bad config value, missing data, unwritable ledger) is ONE ``error:``
-  line on stderr: exit 2 for what the user must change (config, data), 1 for I/O.
+  line on stderr: exit 2 for what the user must change (config, data), 1 for I/O. Where
+  Hydra's text does not say the fix, the line does (``+experiment=`` -> ``experiment=``;
+  a launcher whose extra is not installed -> the ``pip install`` to run).
 * Ctrl-C is one line and exit 130 (the checkpoint of the last whole epoch stays).
 * In a multirun, a cell that fails that way is reported and skipped; the sweep goes on
   and the process exits non-zero at the end, naming the failed cells.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 
@@ -78,6 +81,35 @@ def _condense(err: BaseException) -> str:
     return text
 
 
+_PLUS_GROUP = re.compile(r"Multiple values for (\S+?)\. To override a value use "
+                         r"'override \1: ?(\S+?)'")
+_SUBMITIT = ("hydra_submitit_launcher", "submitit")
+_SLURM_EXTRA = ("the submitit launcher (hydra/launcher=slurm|local_gpus) is not installed: "
+                "pip install -e '.[slurm]'")
+
+
+def _hint(err: BaseException) -> str:
+    """What to do about a composition error whose fix Hydra's text does not say."""
+    text = str(err)
+    plus = _PLUS_GROUP.search(text)
+    if plus:  # `+experiment=table2`: the group already has a default (null) in train.yaml
+        group, option = plus.groups()
+        return (f" (hint: `{group}` is already in the defaults list: write "
+                f"{group}={option}, without the +)")
+    if "hydra/launcher/submitit" in text:  # conf/hydra/launcher/slurm.yaml's base config
+        return f" ({_SLURM_EXTRA})"
+    return ""
+
+
+def _missing_launcher(err: BaseException) -> bool:
+    """The submitit launcher plugin or submitit itself is missing: Hydra fails to find
+    the plugin class (RuntimeError) or the plugin fails to import submitit."""
+    if isinstance(err, ImportError):
+        return (err.name or "").split(".")[0] in ("submitit", "hydra_plugins") and any(
+            s in str(err) for s in _SUBMITIT)
+    return "Unknown plugin class" in str(err) and _SUBMITIT[0] in str(err)
+
+
 def one_line_errors(hydra_main: Callable[[], None]) -> Callable[[], None]:
     """Wrap a ``@hydra.main`` function: Hydra prints a bad override (``model=resnet19``)
     over several lines and exits 1; we print one ``error:`` line and exit 2.
@@ -92,7 +124,12 @@ def one_line_errors(hydra_main: Callable[[], None]) -> Callable[[], None]:
             try:
                 hydra_main()
             except (HydraException, OmegaConfBaseException) as err:
-                print(f"error: {_condense(err)}", file=sys.stderr, flush=True)
+                print(f"error: {_condense(err)}{_hint(err)}", file=sys.stderr, flush=True)
+                sys.exit(2)
+            except (ImportError, RuntimeError) as err:
+                if not _missing_launcher(err):
+                    raise
+                print(f"error: {_SLURM_EXTRA}", file=sys.stderr, flush=True)
                 sys.exit(2)
             except KeyboardInterrupt:
                 print("interrupted", file=sys.stderr, flush=True)

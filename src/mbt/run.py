@@ -17,6 +17,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -122,6 +123,30 @@ def _run_lock(run_dir: Path, key: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _link_hydra_job(run_dir: Path, key: str) -> None:
+    """One place per run: the Hydra job's output directory gets ``run_key`` (a text file)
+    and ``run_dir`` (a symlink to ``<paths.runs>/<run_key>``); the run directory gets a
+    copy of the job's ``.hydra/`` (the latest job's composed config and overrides) and
+    ``hydra_jobs.txt``, one line per job that opened it. No-op outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    try:
+        job_dir = Path(HydraConfig.get().runtime.output_dir)
+        (job_dir / "run_key").write_text(key + "\n")
+        link = job_dir / "run_dir"
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(run_dir.resolve(), target_is_directory=True)
+        if (job_dir / ".hydra").is_dir():
+            shutil.copytree(job_dir / ".hydra", run_dir / ".hydra", dirs_exist_ok=True)
+        with open(run_dir / "hydra_jobs.txt", "a") as fh:
+            fh.write(f"{job_dir.resolve()}\n")
+    except OSError as err:  # a convenience: never a reason not to train
+        notice(f"{key}: could not link the Hydra job directory and {run_dir} ({err})")
+
+
 def _remove_stale_temp_files(run_dir: Path) -> None:
     # Under the run lock no other process writes here: any temp file is a dead writer's.
     for tmp in run_dir.glob(".*.tmp"):
@@ -151,6 +176,7 @@ def open_run(cfg: DictConfig, *, key_prefix: str = "") -> Iterator[Run]:
     run_dir = Path(cfg.paths.runs) / key
     with _run_lock(run_dir, key):
         _remove_stale_temp_files(run_dir)
+        _link_hydra_job(run_dir, key)
         yield Run(cfg, config, key, device, train_loader, test_loader, info, run_dir,
                   ledger.find(cfg.paths.ledger, key))
 

@@ -16,6 +16,7 @@ accuracy measured at that point (the paper records them at chance level, Sec. 4)
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from typing import Any
@@ -37,6 +38,10 @@ from mbt.runinfo import git_state
 from mbt.tracking import make_tracker
 
 __all__ = ["train"]
+
+# Named, not __name__ (which is "__main__" under `python -m mbt.train`): the per-epoch lines
+# go through this logger, which conf/hydra/job_logging/mbt.yaml prints bare on the console.
+log = logging.getLogger("mbt.train")
 
 # The MBT search draws its 20 mini-batches from a shuffle of its own, not from the
 # first batches the epoch will train on (the published code also takes a fresh
@@ -177,10 +182,10 @@ def _epoch(run: Run, epoch, model, step_model, optimizer, controller, scheduler,
     }
     if t.record_steps:
         row["step_lrs"] = stats.step_lrs
-    if progress != "none":
-        print(f"{run.key} epoch {epoch + 1}/{t.epochs}: loss {stats.loss:.4f} "
-              f"train {stats.acc:.2f}% test {_pct(test_acc)} lr {stats.lr:.4g} "
-              f"({row['epoch_time']:.1f}s, search {search_time:.1f}s)", flush=True)
+    if progress != "none":  # Hydra's job logging: the console and the job's train.log
+        log.info("%s epoch %d/%d: loss %.4f train %.2f%% test %s lr %.4g (%.1fs, search %.1fs)",
+                 run.key, epoch + 1, t.epochs, stats.loss, stats.acc, _pct(test_acc), stats.lr,
+                 row["epoch_time"], search_time)
     return row, stats
 
 
