@@ -351,3 +351,19 @@ def test_sigint_is_one_line_and_exit_130(data, tmp_path):
     assert proc.returncode == 130
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("interrupted")
+
+
+@pytest.mark.parametrize(("override", "needle"), [
+    ("function=foo", "expected one of"),
+    ("method=bar", "expected one of"),
+    ("lr0=abc", "could not be converted"),
+    ("start=[a,1]", "could not be converted"),
+    ("start=[nan,1]", "start must be finite"),
+    ("start=[1,-inf]", "start must be finite"),
+])
+def test_toy_cli_nonsense_is_one_line(tmp_path, override, needle):
+    args = [override] if override.startswith(("function", "method")) else \
+        ["function=quartic", "method=backtracking", override]
+    proc = run_module("mbt.toy", *args, "max_iters=3", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert needle in one_error_line(proc)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from enum import Enum
@@ -18,6 +19,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from mbt.config_paths import CONF_DIR
+from mbt.entry import one_line_errors
 
 from .functions import FUNCTIONS
 from .run import HISTORY_COLUMNS, METHODS, run_toy
@@ -53,9 +55,13 @@ def write_history(path: Path, rows) -> Path:
     return path
 
 
+@one_line_errors  # unknown function/method, non-numeric values: one line, exit 2
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="toy")
 def main(cfg: DictConfig) -> None:
     function, method = cfg.function.name, cfg.method.name
+    if not all(math.isfinite(v) for v in cfg.start):
+        print(f"error: start must be finite, got {list(cfg.start)}", file=sys.stderr)
+        sys.exit(2)
     try:
         result = run_toy(
             function, method, list(cfg.start), alpha=cfg.alpha, beta=cfg.beta, lr0=cfg.lr0,
