@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .resnet import STAGE_STRIDES, STAGE_WIDTHS, conv3x3, make_stage, pool_features
+from .resnet import ResNet, conv3x3
 
 
 class PreActBlock(nn.Module):
@@ -29,31 +29,24 @@ class PreActBlock(nn.Module):
         if stride != 1 or in_ch != out_ch:
             self.shortcut = nn.Conv2d(in_ch, out_ch, kernel_size=1, stride=stride, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def branch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(residual branch, shortcut) of ``x``."""
         out = F.relu(self.bn1(x))
         # The projection sees the activated input, the identity sees the raw one (paper Fig. 4e).
         shortcut = x if self.shortcut is None else self.shortcut(out)
         out = self.conv1(out)
-        out = self.conv2(F.relu(self.bn2(out)))
+        return self.conv2(F.relu(self.bn2(out))), shortcut
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, shortcut = self.branch(x)
         return out + shortcut
 
 
-class PreActResNet(nn.Module):
+class PreActResNet(ResNet):
     """CIFAR pre-activation ResNet: bare 3x3 stem, four stages, global average pool, linear."""
 
     def __init__(self, depths: tuple[int, ...], num_classes: int = 10):
-        super().__init__()
-        self.conv1 = conv3x3(3, STAGE_WIDTHS[0])
-        stages, in_ch = [], STAGE_WIDTHS[0]
-        for width, depth, stride in zip(STAGE_WIDTHS, depths, STAGE_STRIDES, strict=True):
-            stages.append(make_stage(PreActBlock, in_ch, width, depth, stride))
-            in_ch = width
-        self.layers = nn.Sequential(*stages)
-        self.linear = nn.Linear(in_ch, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.layers(self.conv1(x))
-        return self.linear(pool_features(out))
+        super().__init__(depths, num_classes, block=PreActBlock, stem_bn=False)
 
 
 def preact_resnet18(num_classes: int = 10) -> PreActResNet:

@@ -64,21 +64,26 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """CIFAR ResNet: 3x3 stem, four stages of ``block``, global average pool, linear head."""
+    """The CIFAR ResNet family: 3x3 stem (conv-BN-ReLU, or a bare conv when ``stem_bn`` is
+    False, as pre-activation nets have), four stages of ``block``, global average pool,
+    linear head. ResNet, PreActResNet and SENet differ only in the block and the stem."""
 
-    def __init__(self, depths: tuple[int, ...], num_classes: int = 10):
+    def __init__(self, depths: tuple[int, ...], num_classes: int = 10, *,
+                 block: type[nn.Module] = BasicBlock, stem_bn: bool = True):
         super().__init__()
         self.conv1 = conv3x3(3, STAGE_WIDTHS[0])
-        self.bn1 = nn.BatchNorm2d(STAGE_WIDTHS[0])
+        self.bn1 = nn.BatchNorm2d(STAGE_WIDTHS[0]) if stem_bn else None
         stages, in_ch = [], STAGE_WIDTHS[0]
         for width, depth, stride in zip(STAGE_WIDTHS, depths, STAGE_STRIDES, strict=True):
-            stages.append(make_stage(BasicBlock, in_ch, width, depth, stride))
+            stages.append(make_stage(block, in_ch, width, depth, stride))
             in_ch = width
         self.layers = nn.Sequential(*stages)
         self.linear = nn.Linear(in_ch, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.conv1(x)
+        if self.bn1 is not None:
+            out = F.relu(self.bn1(out))
         out = self.layers(out)
         return self.linear(pool_features(out))
 
