@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 import pytest
+from google.protobuf.message import DecodeError
 
 from mbt import ledger
 from mbt.find_lr import find_lr_run
@@ -41,6 +43,8 @@ def read_wandb_file(path: Path) -> dict:
         if kind == 0:  # zero padding to the end of the block
             pos += left
             continue
+        if pos + _HEADER + length > len(data):  # the writer is not done with it
+            break
         body = data[pos + _HEADER:pos + _HEADER + length]
         pos += _HEADER + length
         if kind == 1:
@@ -51,7 +55,7 @@ def read_wandb_file(path: Path) -> dict:
             pending += body
         else:
             chunks.append(pending + body)
-    out = {"run": None, "history": [], "summary": {}, "metrics": []}
+    out = {"run": None, "history": [], "summary": {}, "metrics": [], "exit": False}
 
     def items(updates):
         return {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in updates}
@@ -68,13 +72,27 @@ def read_wandb_file(path: Path) -> dict:
             out["summary"].update(items(record.summary.update))
         elif kind == "metric":
             out["metrics"].append(record.metric)
+        elif kind == "exit":
+            out["exit"] = True
     return out
 
 
-def offline_run(run_dir: Path) -> dict:
+def offline_run(run_dir: Path, timeout: float = 60.0) -> dict:
+    """The offline run's records, once complete: ``run.finish()`` can return before
+    wandb's service (a separate process) has written the file out, so wait for the run's
+    exit record."""
     files = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
     assert len(files) == 1, files
-    return read_wandb_file(files[0])
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            wb = read_wandb_file(files[0])
+        except (struct.error, DecodeError):  # a record still being written
+            wb = None
+        if wb is not None and wb["run"] is not None and wb["exit"]:
+            return wb
+        assert time.monotonic() < deadline, f"{files[0]} has no exit record after {timeout} s"
+        time.sleep(0.2)
 
 
 def tiny(root: Path, runs: Path, *extra: str) -> list[str]:
