@@ -218,18 +218,6 @@ class SearchReport:
         """Whether a bound ended the search on any mini-batch."""
         return any(self.bound_hits)
 
-    def log_dict(self, prefix: str = "mbt/") -> dict[str, float]:
-        """Flat scalars for a metrics logger (lists are left out; see the fields)."""
-        return {
-            f"{prefix}mean_lr": self.mean_lr,
-            f"{prefix}lr": self.lr,
-            f"{prefix}alpha": self.alpha,
-            f"{prefix}func_evals": float(self.func_evals),
-            f"{prefix}grad_evals": float(self.grad_evals),
-            f"{prefix}seconds": self.seconds,
-            f"{prefix}bound_hits": float(sum(self.bound_hits)),
-        }
-
     def to_dict(self) -> dict[str, Any]:
         """Plain Python values (for checkpoints and JSON)."""
         d = dataclasses.asdict(self)

@@ -88,7 +88,11 @@ class BacktrackingMomentum(LineSearchOptimizer):
             raise ValueError("lr_scale is not supported by Backtracking MMT/NAG")
 
     def _gamma_search(self, closure, params, origin, g, g_norm, buf, group):
-        """Steps 1-3: shrink gamma' until w satisfies condition (i). Returns (gamma', w, grads)."""
+        """Steps 1-3: shrink gamma' until w satisfies condition (i).
+
+        Returns ``(gamma', w, grad_evals, gave_up)``: the accepted momentum (0 for a plain
+        gradient step), the direction, the extra gradient evaluations (NAG's look-ahead) and
+        whether the gamma-loop ran out of trials with momentum present."""
         lr0, beta = group["lr"], group["beta"]
         gamma = group["momentum"]
         grad_evals, trials = 0, 0
