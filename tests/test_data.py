@@ -28,7 +28,7 @@ from mbt.data import (
 )
 from mbt.data import device_loader as dl
 from mbt.data import transforms as tf
-from mbt.data.cifar import SYNTHETIC_MANIFEST, ArrayDataset, subset_indices
+from mbt.data.cifar import SYNTHETIC_MANIFEST, ArrayDataset, epoch_seed, subset_indices
 from mbt.data.synthetic import make_images
 
 DATASETS = {
@@ -321,6 +321,84 @@ def test_color_ops_match_torchvision(op):
     fn = getattr(TF, f"adjust_{op}")
     ref = torch.stack([fn(x[i], float(draws[op][i])) for i in range(n)])
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+
+
+# The device pipeline as first written (commit 6788936): hue by nonzero() per jitter step,
+# F.affine_grid per rotation, constants made per call. The GPU-friendly version must give
+# the same batches bit for bit; a frozen copy keeps the check independent of the CPU.
+def _ref_rotate(x, degrees, gen):
+    a = dl._uniform(x.shape[0], -degrees, degrees, gen) * (math.pi / 180)
+    cos, sin, zero = torch.cos(a), torch.sin(a), torch.zeros_like(a)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(x, grid, mode="nearest", padding_mode="zeros",
+                                           align_corners=False)
+
+
+def _ref_hsv_to_rgb(x):
+    h, s, v = x.unbind(1)
+    i = torch.floor(h * 6.0)
+    f = h * 6.0 - i
+    p = (v * (1.0 - s)).clamp(0.0, 1.0)
+    q = (v * (1.0 - s * f)).clamp(0.0, 1.0)
+    t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0)
+    sector = torch.tensor([[0, 1, 2, 2, 3, 0], [3, 0, 0, 1, 2, 2], [2, 2, 3, 0, 0, 1]])
+    idx = sector[:, i.long() % 6].permute(1, 0, 2, 3)
+    return torch.stack([v, q, p, t], 1).gather(1, idx)
+
+
+def _ref_color_jitter(x, brightness, contrast, saturation, hue, gen):
+    n = x.shape[0]
+    b = dl._uniform(n, 1 - brightness, 1 + brightness, gen).view(n, 1, 1, 1)
+    c = dl._uniform(n, 1 - contrast, 1 + contrast, gen).view(n, 1, 1, 1)
+    s = dl._uniform(n, 1 - saturation, 1 + saturation, gen).view(n, 1, 1, 1)
+    h = dl._uniform(n, -hue, hue, gen)
+    order = torch.rand(n, 4, generator=gen).argsort(1)
+    zero = torch.zeros(())
+    for k in range(4):
+        op = order[:, k].view(n, 1, 1, 1)
+        is_b, is_c, is_s = (op == 0), (op == 1), (op == 2)
+        grey = dl._grey(x)
+        f = torch.where(is_b, b, torch.where(is_c, c, torch.where(is_s, s, torch.ones_like(b))))
+        d = torch.where(is_c, grey.mean((2, 3), keepdim=True), torch.where(is_s, grey, zero))
+        blended = torch.floor((f * x + (1 - f) * d).clamp(0.0, 1.0) * 255 + 1e-3) / 255
+        sel = order[:, k].eq(3).nonzero().squeeze(1)
+        hsv = dl.rgb_to_hsv(blended[sel])
+        hshift = torch.remainder(hsv[:, 0] + h[sel].view(-1, 1, 1), 1.0)
+        hued = _ref_hsv_to_rgb(torch.stack([hshift, hsv[:, 1], hsv[:, 2]], 1))
+        x = blended.index_copy(0, sel, torch.round(hued * 255) / 255)
+    return x
+
+
+def _ref_batches(images, labels, *, batch_size, augment, seed, epoch, mean, std):
+    gen = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+    u8 = torch.as_tensor(images).permute(0, 3, 1, 2).contiguous()
+    m, s = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
+    order = torch.randperm(len(labels), generator=gen)
+    for i in range(0, len(labels), batch_size):
+        idx = order[i : i + batch_size]
+        x = u8[idx]
+        if augment != "none":
+            x = dl.crop_flip(x, tf.CROP_PADDING, tf.FLIP_P, gen)
+        x = x.float().div_(255)
+        if augment == "paper":
+            x = _ref_rotate(x, tf.AFFINE_DEGREES, gen)
+            x = _ref_rotate(x, tf.ROTATION_DEGREES, gen)
+            x = _ref_color_jitter(x, **tf.JITTER, gen=gen)
+        yield (x - m) / s, torch.as_tensor(labels, dtype=torch.int64)[idx]
+
+
+@pytest.mark.parametrize("augment", ["paper", "standard", "none"])
+def test_device_batches_equal_the_first_implementation(augment, cifar10_root):
+    data = load_cifar("cifar10", cifar10_root).train
+    mean, std = tf.norm_stats("cifar10", "code")
+    loader = DeviceLoader(data.images, data.labels, batch_size=24, mean=mean, std=std,
+                          augment=augment, shuffle=True, seed=3)
+    for epoch in range(2):  # 24, 24, 16 images: the short last batch too
+        ref = _ref_batches(data.images, data.labels, batch_size=24, augment=augment, seed=3,
+                           epoch=epoch, mean=mean, std=std)
+        for (x1, y1), (x2, y2) in zip(loader, ref, strict=True):
+            assert torch.equal(y1, y2) and torch.equal(x1, x2), (augment, epoch)
 
 
 def _aug_stats(v: torch.Tensor):
