@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -388,8 +389,13 @@ def _ref_batches(images, labels, *, batch_size, augment, seed, epoch, mean, std)
         yield (x - m) / s, torch.as_tensor(labels, dtype=torch.int64)[idx]
 
 
+@pytest.mark.parametrize("static_shapes", [False, True])
 @pytest.mark.parametrize("augment", ["paper", "standard", "none"])
-def test_device_batches_equal_the_first_implementation(augment, cifar10_root):
+def test_device_batches_equal_the_first_implementation(augment, static_shapes, cifar10_root,
+                                                       monkeypatch):
+    if static_shapes:  # the CUDA path (no nonzero(): hue on every sample, then a select)
+        monkeypatch.setattr(dl, "color_jitter", functools.partial(dl.color_jitter,
+                                                                  static_shapes=True))
     data = load_cifar("cifar10", cifar10_root).train
     mean, std = tf.norm_stats("cifar10", "code")
     loader = DeviceLoader(data.images, data.labels, batch_size=24, mean=mean, std=std,

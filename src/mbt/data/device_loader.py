@@ -16,10 +16,18 @@ distribution. Where they are not bit-identical:
   order drawn per sample as ColorJitter draws it per image. PIL instead works in uint8: we
   emulate its storage (truncate after blends, round after hue, see ``color_jitter``) but not
   its integer grey level and 256-step hue, so single pixels can differ by a level or two.
+
+Nothing here waits for the device: no ``nonzero()``, ``.item()`` or host-to-device copy per
+batch or per op (on CUDA, colour jitter's hue goes to every sample and a ``where`` keeps the
+right ones, instead of indexing the drawn quarter), and the constant tensors (index ranges,
+the rotation's base grid, the HSV sector table) are built on the device once and cached.
+On CPU the batches are bit for bit those of the first, per-call version
+(tests/test_data.py keeps a frozen copy of it).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -36,6 +44,14 @@ def _uniform(n: int, lo: float, hi: float, gen: torch.Generator) -> torch.Tensor
     return torch.rand(n, generator=gen, device=gen.device) * (hi - lo) + lo
 
 
+@functools.lru_cache(maxsize=16)
+def _ranges(n: int, h: int, w: int, device: torch.device):
+    """crop_flip's constant indices on ``device``: batch (N,1,1), 0..H-1, 0..W-1, W-1..0."""
+    ar_w = torch.arange(w, device=device)
+    return (torch.arange(n, device=device)[:, None, None], torch.arange(h, device=device),
+            ar_w, w - 1 - ar_w)
+
+
 def crop_flip(x: torch.Tensor, padding: int, flip_p: float, gen: torch.Generator) -> torch.Tensor:
     """RandomCrop(size, padding) + RandomHorizontalFlip(flip_p) on uint8/float (N, C, H, W).
 
@@ -48,13 +64,26 @@ def crop_flip(x: torch.Tensor, padding: int, flip_p: float, gen: torch.Generator
     oy = torch.randint(0, 2 * padding + 1, (n,), generator=gen, device=dev)
     ox = torch.randint(0, 2 * padding + 1, (n,), generator=gen, device=dev)
     flip = torch.rand(n, generator=gen, device=dev) < flip_p
-    ar_h = torch.arange(h, device=dev)
-    ar_w = torch.arange(w, device=dev)
+    batch, ar_h, ar_w, ar_w_rev = _ranges(n, h, w, dev)
     rows = oy[:, None] + ar_h  # (N, H)
-    cols = ox[:, None] + torch.where(flip[:, None], w - 1 - ar_w, ar_w)  # (N, W)
-    batch = torch.arange(n, device=dev)[:, None, None]
+    cols = ox[:, None] + torch.where(flip[:, None], ar_w_rev, ar_w)  # (N, W)
     out = xp[batch, :, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
     return out.permute(0, 3, 1, 2).contiguous()
+
+
+@functools.lru_cache(maxsize=16)
+def _base_grid(n: int, h: int, w: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(N, H*W, 3) rows (x, y, 1) of pixel centres in [-1, 1]: what ``F.affine_grid`` builds
+    on every call (ATen's make_base_grid_4D, ``align_corners=False``), built once."""
+
+    def centres(steps: int) -> torch.Tensor:
+        return torch.linspace(-1, 1, steps, dtype=dtype, device=device) * (steps - 1) / steps
+
+    base = torch.empty(n, h, w, 3, dtype=dtype, device=device)
+    base[..., 0] = centres(w)
+    base[..., 1] = centres(h).unsqueeze(-1)
+    base[..., 2] = 1
+    return base.view(n, h * w, 3)
 
 
 def rotate(x: torch.Tensor, degrees: float, gen: torch.Generator) -> torch.Tensor:
@@ -62,13 +91,14 @@ def rotate(x: torch.Tensor, degrees: float, gen: torch.Generator) -> torch.Tenso
 
     With ``align_corners=False`` the normalized grid spans pixel edges, so the centre is the
     image centre as in torchvision; H == W keeps the normalized rotation a true rotation.
+    The grid is ``F.affine_grid``'s product (base grid @ theta^T) on a cached base grid.
     """
-    n = x.shape[0]
+    n, _, h, w = x.shape
     a = _uniform(n, -degrees, degrees, gen) * (math.pi / 180)
     cos, sin = torch.cos(a), torch.sin(a)
     zero = torch.zeros_like(a)
     theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    grid = _base_grid(n, h, w, theta.dtype, x.device).bmm(theta.transpose(1, 2)).view(n, h, w, 2)
     return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
 
@@ -100,6 +130,11 @@ def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
 _SECTOR = torch.tensor([[0, 1, 2, 2, 3, 0], [3, 0, 0, 1, 2, 2], [2, 2, 3, 0, 0, 1]])
 
 
+@functools.lru_cache(maxsize=8)
+def _sector(device: torch.device) -> torch.Tensor:
+    return _SECTOR.to(device)  # once: a host-to-device copy per call would sync the host
+
+
 def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`rgb_to_hsv`."""
     h, s, v = x.unbind(1)
@@ -111,7 +146,7 @@ def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
     q = (v * (1.0 - s * f)).clamp(0.0, 1.0)
     t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0)
     comps = torch.stack([v, q, p, t], 1)  # (N, 4, H, W)
-    idx = _SECTOR.to(x.device)[:, sector].permute(1, 0, 2, 3)  # (N, 3, H, W)
+    idx = _sector(x.device)[:, sector].permute(1, 0, 2, 3)  # (N, 3, H, W)
     return comps.gather(1, idx)
 
 
@@ -130,6 +165,7 @@ def color_jitter(
     hue: float,
     gen: torch.Generator,
     pil_rounding: bool = True,
+    static_shapes: bool | None = None,
 ) -> torch.Tensor:
     """ColorJitter on float (N, 3, H, W) in [0, 1], parameters and op order drawn per sample.
 
@@ -141,31 +177,43 @@ def color_jitter(
     PIL's ``Image.blend`` truncates, which darkens by ~0.5 level per blend (~0.03 in
     normalized units over three blends, measurable in batch means), and hue comes back
     rounded. Without it the ops equal torchvision's float tensor ColorJitter.
+
+    ``static_shapes`` (default: on any device but the CPU) computes hue for every sample at
+    each step and keeps it where the step's op is hue: 4x the hue arithmetic, but no
+    ``nonzero()``, whose data-dependent size makes the host wait for the device. Both ways
+    give the same values bit for bit (every op is per pixel).
     """
+    if static_shapes is None:
+        static_shapes = x.device.type != "cpu"
     n = x.shape[0]
     b = _uniform(n, 1 - brightness, 1 + brightness, gen).view(n, 1, 1, 1)
     c = _uniform(n, 1 - contrast, 1 + contrast, gen).view(n, 1, 1, 1)
     s = _uniform(n, 1 - saturation, 1 + saturation, gen).view(n, 1, 1, 1)
     h = _uniform(n, -hue, hue, gen)
     order = torch.rand(n, 4, generator=gen, device=gen.device).argsort(1)  # like randperm(4)
-    zero = torch.zeros((), device=x.device)
     for k in range(4):
         op = order[:, k].view(n, 1, 1, 1)
         is_b, is_c, is_s = (op == 0), (op == 1), (op == 2)
         grey = _grey(x)
-        f = torch.where(is_b, b, torch.where(is_c, c, torch.where(is_s, s, torch.ones_like(b))))
-        d = torch.where(is_c, grey.mean((2, 3), keepdim=True), torch.where(is_s, grey, zero))
+        f = torch.where(is_b, b, torch.where(is_c, c, torch.where(is_s, s, 1.0)))
+        d = torch.where(is_c, grey.mean((2, 3), keepdim=True), torch.where(is_s, grey, 0.0))
         blended = (f * x + (1 - f) * d).clamp(0.0, 1.0)
         if pil_rounding:
             # +1e-3: values already on the grid must not drop a level through float error.
             blended = torch.floor(blended * 255 + 1e-3) / 255
-        # Hue (the costly op) only on the ~N/4 samples whose op at this step it is; for them
-        # f = 1, so `blended` still holds their input.
-        sel = order[:, k].eq(3).nonzero().squeeze(1)
-        hued = adjust_hue(blended[sel], h[sel])
-        if pil_rounding:
-            hued = torch.round(hued * 255) / 255
-        x = blended.index_copy(0, sel, hued)
+        # Hue on the samples whose op at this step it is; for them f = 1, so `blended`
+        # still holds their input. On the CPU only those ~N/4 (hue is the costly op).
+        if static_shapes:
+            hued = adjust_hue(blended, h)
+            if pil_rounding:
+                hued = torch.round(hued * 255) / 255
+            x = torch.where(op == 3, hued, blended)
+        else:
+            sel = order[:, k].eq(3).nonzero().squeeze(1)
+            hued = adjust_hue(blended[sel], h[sel])
+            if pil_rounding:
+                hued = torch.round(hued * 255) / 255
+            x = blended.index_copy(0, sel, hued)
     return x
 
 
