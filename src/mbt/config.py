@@ -18,17 +18,21 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
 from mbt.config_paths import CONF_DIR
+from mbt.data import PIPELINES, SPECS
+from mbt.data.transforms import AUGMENTS, NORMALIZES
+from mbt.ledger import PROTOCOLS
 from mbt.models import BN_INITS, MODEL_NAMES
 
 __all__ = ["ConfigError", "TrainConfig", "register_configs", "validate"]
 
 ModelName = Enum("ModelName", {n: n for n in MODEL_NAMES})
 BnInit = Enum("BnInit", {n: n for n in BN_INITS})
-Dataset = Enum("Dataset", {n: n for n in ("cifar10", "cifar100")})
-Augment = Enum("Augment", {n: n for n in ("paper", "standard", "none")})
-Normalize = Enum("Normalize", {n: n for n in ("code", "true")})
-Pipeline = Enum("Pipeline", {n: n for n in ("dataloader", "device")})
-Protocol = Enum("Protocol", {n: n for n in ("full", "quick", "cpu", "smoke", "custom")})
+# Choices come from the modules that implement them: one list each.
+Dataset = Enum("Dataset", {n: n for n in SPECS})
+Augment = Enum("Augment", {n: n for n in AUGMENTS})
+Normalize = Enum("Normalize", {n: n for n in NORMALIZES})
+Pipeline = Enum("Pipeline", {n: n for n in PIPELINES})
+Protocol = Enum("Protocol", {n: n for n in PROTOCOLS})
 WandbMode = Enum("WandbMode", {n: n for n in ("auto", "online", "offline", "disabled")})
 
 
@@ -42,25 +46,26 @@ class ModelConfig:
     num_classes: int = MISSING
     # BatchNorm gamma init: torch (ones, PyTorch >= 1.2) | legacy (U(0, 1), PyTorch <= 1.1,
     # what the paper's 2019 code ran with); docs/fidelity.md.
-    bn_init: BnInit = BnInit.torch
+    bn_init: BnInit = MISSING  # value in conf/model/*.yaml
 
 
 @dataclass
 class DataConfig:
+    # Types here, values in conf/data/<name>.yaml (docs/config.md: one source per setting).
     name: Dataset = MISSING
     num_classes: int = MISSING
-    root: str = "data"
-    download: bool = False
-    allow_partial: bool = False
+    root: str = MISSING
+    download: bool = MISSING
+    allow_partial: bool = MISSING
     subset: int | None = None
-    augment: Augment = Augment.paper
-    normalize: Normalize = Normalize.code
-    pipeline: Pipeline = Pipeline.dataloader
-    num_workers: int = 2
-    test_batch_size: int = 1000
+    augment: Augment = MISSING
+    normalize: Normalize = MISSING
+    pipeline: Pipeline = MISSING
+    num_workers: int = MISSING
+    test_batch_size: int = MISSING
     # Where no CIFAR files are found: train on a generated CIFAR-layout set instead of
     # failing (make demo). Such runs are labelled synthetic in the ledger and W&B.
-    synthetic_fallback: bool = False
+    synthetic_fallback: bool = MISSING
     # Training-set size in the MBT rescaling rho = batch / size (Sec. 3.5.1); null: the
     # images loaded. 50000 makes a partial-copy or subset run comparable with the paper.
     rescale_size: int | None = None
@@ -79,40 +84,43 @@ class OptimConfig:
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 200
-    batch_size: int = 200
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    channels_last: bool = True  # only applied on CUDA
-    amp_bf16: bool = False  # bf16 autocast on CUDA; off until accuracy parity is shown
-    compile: bool = False  # torch.compile the model
+    # Types here, values in conf/trainer/default.yaml.
+    epochs: int = MISSING
+    batch_size: int = MISSING
+    device: str = MISSING  # auto | cpu | cuda | cuda:N
+    channels_last: bool = MISSING  # only applied on CUDA
+    amp_bf16: bool = MISSING  # bf16 autocast on CUDA; off until accuracy parity is shown
+    compile: bool = MISSING  # torch.compile the model
     # Divergence (recorded as status "diverged"): a non-finite loss ends a run, as in the
     # published code; with a factor, also a running mean train loss above this multiple of
     # the first mini-batch's loss (off for the paper's presets; docs/fidelity.md).
     diverge_factor: float | None = None
-    check_every: int = 20  # steps between divergence checks (each costs one host sync)
+    check_every: int = MISSING  # steps between divergence checks (each costs one host sync)
     max_steps_per_epoch: int | None = None  # cap for smoke runs; null = whole epoch
     stop_after: int | None = None  # leave (resumable) after this many epochs in this process
-    record_steps: bool = False  # keep the per-step learning rate (Figure 2(b))
-    eval_every: int = 1  # test-set evaluation every N epochs; 0: only after the last one
-    progress: str = "auto"  # auto (tqdm on a terminal) | bar | line | none
-    keep_checkpoint: bool = True  # keep the last checkpoint of a finished run
+    record_steps: bool = MISSING  # keep the per-step learning rate (Figure 2(b))
+    eval_every: int = MISSING  # test-set evaluation every N epochs; 0: only after the last one
+    progress: str = MISSING  # auto (tqdm on a terminal) | bar | line | none
+    keep_checkpoint: bool = MISSING  # keep the last checkpoint of a finished run
 
 
 @dataclass
 class LoggerConfig:
-    name: str = "wandb"  # wandb | none
-    project: str = "mbt"
+    # Types here, values in conf/logger/<name>.yaml.
+    name: str = MISSING  # wandb | none
+    project: str = MISSING
     entity: str | None = None
     group: str | None = None
     tags: list[str] = field(default_factory=list)
-    mode: WandbMode = WandbMode.auto  # auto: online with credentials, else offline
-    init_timeout: float = 30.0  # seconds to reach W&B online before falling back to offline
+    mode: WandbMode = MISSING  # auto: online with credentials, else offline
+    init_timeout: float = MISSING  # seconds to reach W&B online before falling back to offline
 
 
 @dataclass
 class PathsConfig:
-    runs: str = "runs"  # checkpoints and per-run files: <runs>/<run_key>/
-    ledger: str = "runs/ledger.jsonl"
+    # Values in conf/train.yaml (paths.runs: $MBT_RUNS or runs; paths.ledger inside it).
+    runs: str = MISSING  # checkpoints and per-run files: <runs>/<run_key>/
+    ledger: str = MISSING
 
 
 @dataclass
@@ -123,8 +131,8 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
-    seed: int = 0
-    protocol: Protocol = Protocol.custom
+    seed: int = MISSING  # value in conf/train.yaml
+    protocol: Protocol = MISSING  # value in conf/protocol/*.yaml
     experiment: str | None = None  # set by conf/experiment/* presets
     notes: str | None = None
     # Preset bookkeeping that interpolations read (e.g. Table 2's best lr per optimizer);

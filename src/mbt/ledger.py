@@ -37,12 +37,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FINAL_STATUSES", "KEY_NEUTRAL", "KEY_SCHEMA", "LedgerError", "append", "find",
-           "identity", "read", "run_key", "scrub_secrets"]
+__all__ = ["FINAL_STATUSES", "KEY_NEUTRAL", "KEY_SCHEMA", "PROTOCOLS", "LedgerError", "append",
+           "find", "identity", "read", "run_key", "scrub_secrets"]
 
 log = logging.getLogger(__name__)
 
 FINAL_STATUSES = ("finished", "diverged")
+# How a record was made (config `protocol`): full = the paper's; the order is the
+# preference of reports when several cover a target equally.
+PROTOCOLS = ("full", "quick", "cpu", "smoke", "custom")
 KEY_SCHEMA = 2
 
 # Keys that do not change the numbers a run produces. data.root/allow_partial/download

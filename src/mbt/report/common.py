@@ -11,14 +11,14 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mbt.ledger import PROTOCOLS  # the preference order of reports
+
 __all__ = [
     "DISPLAY", "PROTOCOLS", "Context", "ReportError", "Shared", "Stat", "Target",
     "accuracies", "bn_init", "chance_acc", "fmt_delta", "fmt_lr", "get", "lr_key", "plural",
     "stat",
 ]
 
-# Preference order when several protocols cover the same number of cells.
-PROTOCOLS = ("full", "quick", "cpu", "smoke", "custom")
 _NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 # The paper's names for our config names.
 DISPLAY = {
