@@ -89,12 +89,15 @@ def _env_pip() -> tuple[dict[str, Requirement], set[str]]:
     return reqs, extras
 
 
-def _third_party_imports() -> dict[str, set[str]]:
-    """Top-level names imported anywhere under src/mbt (module-level or not) -> files."""
+def _third_party_imports(module_level: bool = False) -> dict[str, set[str]]:
+    """Top-level names imported under src/mbt -> files: anywhere, or (``module_level``) only
+    by statements that run on import (an extra's package may be imported inside the
+    function that needs it, never at module level)."""
     stdlib = set(sys.stdlib_module_names)
     seen: dict[str, set[str]] = {}
     for path in sorted(SRC.rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in (tree.body if module_level else ast.walk(tree)):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -109,12 +112,20 @@ def _third_party_imports() -> dict[str, set[str]]:
 
 
 # -- imports ---------------------------------------------------------------------------
-def test_every_third_party_import_is_a_core_dependency():
-    imports = _third_party_imports()
+def test_every_module_level_import_is_a_core_dependency():
+    imports = _third_party_imports(module_level=True)
     assert {"torch", "numpy", "PIL"} <= imports.keys()  # the scan itself works
     core = _requirements()
     missing = {name: sorted(files) for name, files in imports.items() if _dist(name) not in core}
-    assert not missing, f"imported under src/mbt but not in pyproject's dependencies: {missing}"
+    assert not missing, (f"imported on import of src/mbt but not in pyproject's core "
+                         f"dependencies: {missing}")
+
+
+def test_every_import_is_declared_by_core_or_an_extra():
+    imports = _third_party_imports()
+    declared = _requirements(set(PROJECT["optional-dependencies"]))
+    missing = {n: sorted(f) for n, f in imports.items() if _dist(n) not in declared}
+    assert not missing, f"imported under src/mbt but declared nowhere in pyproject: {missing}"
 
 
 def test_import_name_map_matches_installed_distributions():
