@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from mbt import ledger
+from mbt.tracking import ledger_row
 
 from .common import ReportError, get
 
@@ -84,12 +85,17 @@ def record_from_wandb(run) -> dict | None:
         "config": cfg, "source": "wandb",
         "wandb": {"id": run.id, "url": getattr(run, "url", None)},
     }
-    if "search_lr" in summary:  # an lr_search run (Table 1)
+    # Runs log namespaced keys (mbt.tracking: search/lr, train/loss, ...); runs logged before
+    # the namespaces used the ledger's flat names. Both read back under the ledger's.
+    if getattr(run, "job_type", None) == "lr_search" or "search/lr" in summary \
+            or "search_lr" in summary:  # an lr_search run (Table 1)
+        flat = ledger_row(summary)
         return {"kind": "lr_search", **common,
-                **{k: summary.get(k) for k in ("search_lr", "search_mean_lr", "func_evals",
-                                               "seconds")}}
-    rows = sorted((r for r in run.scan_history() if r.get("epoch") is not None),
-                  key=lambda r: r["epoch"])
+                "search_lr": flat.get("search_lr"), "search_mean_lr": flat.get("search_mean_lr"),
+                "func_evals": flat.get("search_evals", flat.get("func_evals")),
+                "seconds": summary.get("search/seconds", summary.get("seconds"))}
+    rows = sorted((ledger_row(r) for r in run.scan_history()), key=lambda r: r.get("epoch") or 0)
+    rows = [r for r in rows if r.get("epoch") is not None]
     history = {k: [r.get(k) for r in rows] for k in _HISTORY_KEYS}
     accs = history["test_acc"]
     measured = [i for i, a in enumerate(accs) if a is not None]  # trainer.eval_every skips
