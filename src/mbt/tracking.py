@@ -23,6 +23,7 @@ import logging
 import math
 import netrc
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,21 @@ def run_tags(config: dict, logger_cfg: dict) -> list[str]:
             f"dataset:{data.get('name')}", f"optim:{optim.get('name')}",
             f"init:{model.get('bn_init') or 'torch'}", *(logger_cfg.get("tags") or [])]
     return list(dict.fromkeys(str(t)[:64] for t in tags))  # W&B: tags up to 64 characters
+
+
+def _offline_after_failure(wandb, init):
+    """The offline run after a failed online init. The failed init can leave wandb's service
+    holding the run id for a moment ("run ID ... is in use"): tear the service down and
+    retry a few times before giving up."""
+    for attempt in range(4):
+        wandb.teardown()
+        try:
+            return init("offline")
+        except Exception:  # noqa: BLE001 - the id still held by the dying service
+            if attempt == 3:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _has_credentials() -> bool:
@@ -151,8 +167,7 @@ class WandbTracker:
             notice(f"W&B: could not start an online run within {timeout:g} s ({reason}): "
                    f"logging offline; upload later with `wandb sync <dir>`")
             self.mode = "offline"
-            wandb.teardown()  # the failed init still holds the run id in wandb's service
-            self.run = init(self.mode)
+            self.run = _offline_after_failure(wandb, init)
         self._define_metrics(job_type)
         self.info = {"mode": self.mode, "dir": str(Path(self.run.dir).parent),
                      "url": getattr(self.run, "url", None) if self.mode == "online" else None,
