@@ -8,15 +8,17 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+from matplotlib.figure import Figure
 
 from mbt import ledger
 from mbt.report import build, load_ledger, paper, write_index
 from mbt.report.__main__ import main
 from mbt.report.common import Context, fmt_lr
-from mbt.report.figures import settle_point
+from mbt.report.figures import fig2b_settling
 from mbt.report.selection import select
 from mbt.report.targets import by_name
 from mbt.report.wandb_source import record_from_wandb
+from mbt.settle import settling_iterate
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -229,10 +231,16 @@ def test_table1_shows_both_inits_beside_the_paper(tmp_path):
 # --- figures ------------------------------------------------------------------------------------
 
 def test_settle_point():
-    assert settle_point([1.0, 0.5, 0.25, 0.25, 0.25]) == 3
-    assert settle_point([1.0, 0.5, 0.25, 0.5]) is None   # only the last value: not settled
-    assert settle_point([0.3, 0.3]) == 1
-    assert settle_point([0.3]) is None
+    # Fig. 2(b) settles by mbt.settle.settling_iterate, the definition Fig. 2(a) uses: k =
+    # the first iterate after which the lr never changes (iterates k+1..N share one lr) ...
+    for lrs in ([1.0, 0.5, 0.25, 0.25, 0.25], [0.3, 0.3], [1.0, 0.5, 0.5]):
+        assert fig2b_settling(lrs) == settling_iterate(lrs)
+    assert fig2b_settling([1.0, 0.5, 0.25, 0.25, 0.25]) == 2   # iterates 3-5 use 0.25
+    assert fig2b_settling([0.3, 0.3]) == 0                     # never changes
+    # ... with Fig. 2(b)'s rule for the end of a run: its last lr must be used twice
+    assert fig2b_settling([1.0, 0.5, 0.25, 0.5]) is None       # changes at the last iterate
+    assert fig2b_settling([0.3]) is None
+    assert fig2b_settling([]) is None
 
 
 def test_fig2b(ledger_path, tmp_path, monkeypatch):
@@ -242,7 +250,9 @@ def test_fig2b(ledger_path, tmp_path, monkeypatch):
     frame = pd.read_csv(tmp_path / "fig2b.csv")
     assert list(frame.lr) == [1.0, 0.5, 0.25, 0.25, 0.25] and list(frame.iterate) == [1, 2, 3, 4, 5]
     md = (tmp_path / "fig2b.md").read_text()
-    assert "seed 0: the lr is constant from iterate 3 to 5" in md
+    assert "**Ours**: settles after iterate 2: lr 0.25 from iterate 3 to 5, after 2 changes." in md
+    # no α in the fixture's config: a dash
+    assert "| torch | — | 1 | 0 | 500 | 5 | 2 | 3–5 | 2 | 1 | 0.25 | 1 → 1 | finished |" in md
     assert "stabilising appears after 40 iterates" in md and "not full batch" not in md
 
 
@@ -252,8 +262,76 @@ def test_fig2b_uses_step_lrs_and_reports_no_settling(tmp_path):
     build("fig2b", [rec], tmp_path)
     assert list(pd.read_csv(tmp_path / "fig2b.csv").lr) == [1.0, 0.5, 0.25, 0.5]
     md = (tmp_path / "fig2b.md").read_text()
-    assert "does not settle within 4 iterates" in md
+    assert "**Ours**: not settled in 4 iterates (the lr changes at its last iterate " \
+        "(0.25 → 0.5))." in md
+    assert "| not settled | — |" in md and "| 4 steps |" in md
     assert "batch 200 < 50000 training images, so not full batch" in md
+
+
+def _fig2b_record(lrs, *, seed=0, lr0=1.0, alpha=1e-4, init=None, init_in_config=False):
+    """A Fig. 2(b) run (full batch on 500 images) with its α in the resolved config and its
+    BatchNorm init in the record (``bn_init``) or only in ``config.model.bn_init``."""
+    rec = train_record("fig2b", "two_way_gd", lr0, seed=seed, batch_size=500, num_train=500,
+                       steps=1, accs=(10.0,) * len(lrs), lrs=lrs)
+    rec["config"] = {"optim": {"builder": {"alpha": alpha}}}
+    if init and init_in_config:
+        rec["config"]["model"] = {"bn_init": init}
+    elif init:
+        rec["bn_init"] = init
+    rec["history"]["train_loss"] = [2.3 - 0.1 * i for i in range(len(lrs))]
+    rec["run_key"] += f"-a{alpha:g}-{init or 'torch'}"
+    return rec
+
+
+def test_fig2b_several_runs_table_and_legend(tmp_path, monkeypatch):
+    records = [
+        _fig2b_record([0.5, 0.25, 0.25, 0.25]),                              # k = 1
+        _fig2b_record([0.5, 0.25, 0.125, 0.25], seed=1),                     # not settled
+        _fig2b_record([0.1, 0.05, 0.05, 0.025, 0.025], lr0=0.1, alpha=0.5),  # k = 3
+        _fig2b_record([1.0] * 4, init="legacy"),                             # k = 0
+        _fig2b_record([1.0, 0.5, 0.5, 0.5], seed=2, alpha=0.5, init="legacy",
+                      init_in_config=True),                                  # k = 1
+    ]
+    legends = []
+    save = Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        legends.extend(t.get_text() for ax in fig.axes if ax.get_legend()
+                       for t in ax.get_legend().get_texts())
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    result = build("fig2b", records, tmp_path)
+    # 5 runs; seeds 0 and 1 of one setting are one cell
+    assert len(result.selection.records) == 5 and result.selection.cells == 4
+    md = (tmp_path / "fig2b.md").read_text()
+    # one row per run: torch init first, then α ascending, δ0 descending, seed
+    assert """| BatchNorm init | α | δ0 (start lr) | subset seed | images | iterates | \
+settles after iterate | lr constant at iterates | lr changes | first lr | final lr | \
+train loss (first → final) | status |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|
+| torch | 1e-4 | 1 | 0 | 500 | 4 | 1 | 2–4 | 1 | 0.5 | 0.25 | 2.3 → 2 | finished |
+| torch | 1e-4 | 1 | 1 | 500 | 4 | not settled | — | 3 | 0.5 | 0.25 | 2.3 → 2 | finished |
+| torch | 0.5 | 0.1 | 0 | 500 | 5 | 3 | 4–5 | 2 | 0.1 | 0.025 | 2.3 → 1.9 | finished |
+| legacy | 1e-4 | 1 | 0 | 500 | 4 | 0 | 1–4 | 0 | 1 | 1 | 2.3 → 2 | finished |
+| legacy | 0.5 | 1 | 2 | 500 | 4 | 1 | 2–4 | 1 | 1 | 0.5 | 2.3 → 2 | finished |
+""" in md
+    assert "**Ours**: 4 of 5 runs settle, after iterate 0–3 (median 1); torch init, α 1e-4, " \
+        "δ0 1, seed 0: settles after iterate 1:" in md
+    # the legend says where each curve settles, naming only the settings that vary
+    assert legends == [
+        "ours, torch init, α 1e-4, δ0 1, seed 0: settles after iterate 1",
+        "ours, torch init, α 1e-4, δ0 1, seed 1: not settled in 4 iterates",
+        "ours, torch init, α 0.5, δ0 0.1, seed 0: settles after iterate 3",
+        "ours, legacy init, α 1e-4, δ0 1, seed 0: settles after iterate 0",
+        "ours, legacy init, α 0.5, δ0 1, seed 2: settles after iterate 1",
+        "paper: settles after 40 iterates",
+        "ours: iterate k, after which the lr never changes",
+    ]
+    frame = pd.read_csv(tmp_path / "fig2b.csv")
+    assert len(frame) == 21 and set(frame.bn_init) == {"torch", "legacy"}
+    assert sorted(set(frame.alpha)) == [1e-4, 0.5] and sorted(set(frame.lr0)) == [0.1, 1.0]
+    assert frame[frame.seed == 1].settled_after.isna().all()
 
 
 def test_fig3(ledger_path, tmp_path):
@@ -355,3 +433,26 @@ def test_commits_are_the_ones_that_trained_the_run():
     assert commits_of(resumed) == ["aaaaaaaa", "bbbbbbbb (dirty)"]
     assert commits_of({"git_commit": "c" * 40, "git_dirty": True}) == ["cccccccc (dirty)"]
     assert commits_of({}) == []
+
+
+def test_record_from_wandb_reads_namespaced_runs():
+    """Runs logged by mbt.tracking use train/loss, test/acc, lr/value, search/* keys."""
+    from mbt.tracking import wandb_row
+
+    cfg = {"protocol": "full", "experiment": "table2", "seed": 0,
+           "model": {"name": "resnet18"}, "data": {"name": "cifar10", "num_classes": 10},
+           "optim": {"name": "mbt_nag", "lr": 0.01}, "trainer": {"batch_size": 200, "epochs": 2}}
+    rows = [wandb_row({"epoch": e, "test_acc": a, "lr": lr, "train_loss": 1.0 / e})
+            for e, a, lr in ((1, 50.0, 0.02), (2, 60.0, 0.03))]
+    assert "test/acc" in rows[0] and "test_acc" not in rows[0]
+    run = SimpleNamespace(config=cfg, summary={"status": "finished"}, state="finished",
+                          metadata={}, name="k", id="i", url=None, job_type="train",
+                          scan_history=lambda: iter(rows))
+    rec = record_from_wandb(run)
+    assert rec["history"]["lr"] == [0.02, 0.03] and rec["best_test_acc"] == 60.0
+    search = SimpleNamespace(**{**vars(run), "job_type": "lr_search", "summary": {
+        "status": "finished", "search/lr": 0.005, "search/mean_lr": 0.2, "search/trials": 40,
+        "search/seconds": 3.0}})
+    rec = record_from_wandb(search)
+    assert (rec["kind"], rec["search_lr"], rec["func_evals"], rec["seconds"]) == (
+        "lr_search", 0.005, 40, 3.0)

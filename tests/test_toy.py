@@ -12,6 +12,7 @@ import torch
 
 from mbt.toy import iterations_to_within, run_toy, settling_iterate
 from mbt.toy.functions import FUNCTIONS, get_function
+from mbt.toy.settle import settled_after
 
 JSON_KEYS = {"function", "method", "iterations", "point", "lr", "f", "grad_norm", "seconds"}
 
@@ -113,6 +114,33 @@ def test_settling_iterate_exact_comparison_and_bad_rtol():
     assert settling_iterate([0.1, 0.1 * (1 + 1e-12)], rtol=0.0) == 1
     with pytest.raises(ValueError, match="rtol"):
         settling_iterate([1.0], rtol=-1.0)
+
+
+def test_one_settling_function_for_both_panels():
+    # Fig. 2(a) (mbt.toy) and Fig. 2(b) (mbt.report) import the same function
+    from mbt import settle, toy
+    from mbt.report import figures
+
+    assert toy.settling_iterate is settle.settling_iterate
+    assert figures.settled_after is settle.settled_after
+
+
+@pytest.mark.parametrize("lrs,min_tail,k", [
+    ([1.0, 0.5, 0.5, 0.5], 2, 1),
+    ([1.0, 0.5, 0.5, 0.5], 3, 1),    # iterates 2..4: a stretch of 3
+    ([1.0, 0.5, 0.5, 0.5], 4, None),  # too short a stretch for this rule: not settled
+    ([1.0, 0.5, 0.7], 2, None),      # changes at the last iterate (Fig. 2(b)'s rule)
+    ([1.0, 0.5, 0.7], 1, 2),         # any stretch counts: settling_iterate itself
+    ([0.3] * 25, 20, 0),             # a toy run cut at max_iters: >= 20 equal steps
+    ([], 1, None),
+])
+def test_settled_after(lrs, min_tail, k):
+    assert settled_after(lrs, min_tail=min_tail) == k
+
+
+def test_settled_after_bad_min_tail():
+    with pytest.raises(ValueError, match="min_tail"):
+        settled_after([1.0], min_tail=0)
 
 
 @pytest.mark.parametrize("values,n", [

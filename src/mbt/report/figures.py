@@ -1,8 +1,11 @@
 """Figures 2(b) and 3 rebuilt from runs: ``results/<fig>.{png,csv,md}``.
 
 Fig. 2(b): the learning rate of Two-way Backtracking GD against the iterate, full batch
-(ResNet18 on 500 CIFAR10 images). A full-batch epoch is one step, so ``history["lr"]``
-is one value per iterate; where a run kept ``step_lrs`` those are concatenated instead.
+(ResNet18 on 500 CIFAR10 images), one curve per run (BatchNorm init, α, start lr δ0 and
+subset seed vary between runs), and where each run settles: :func:`fig2b_settling`, the
+settling iterate of :mod:`mbt.settle` that Figure 2(a) uses too. A full-batch epoch is one
+step, so ``history["lr"]`` is one value per iterate; where a run kept ``step_lrs`` those
+are concatenated instead.
 Fig. 3: the learning rate MBT-MMT and MBT-NAG use in each epoch, ResNet18, (a) CIFAR10,
 (b) CIFAR100. Figures use ``matplotlib.figure.Figure`` directly: no pyplot, no display.
 """
@@ -10,23 +13,29 @@ Fig. 3: the learning rate MBT-MMT and MBT-NAG use in each epoch, ResNet18, (a) C
 from __future__ import annotations
 
 import logging
-import math
+from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
+
+from mbt.settle import GRID_RTOL, lr_changes, settled_after
 
 from . import paper
-from .common import DISPLAY, Context
+from .common import DISPLAY, Context, bn_init, fmt_lr, get
 from .selection import Selection
 from .writers import header, md_table, write_csv, write_md
 
-__all__ = ["fig2b", "fig3", "lr_series", "settle_point"]
+__all__ = ["FIG2B_MIN_TAIL", "fig2b", "fig2b_settling", "fig3", "lr_series"]
 
 log = logging.getLogger(__name__)
 
-_RTOL = 1e-9  # lrs on the grid lr0 * beta^k are equal when the search accepts the same k
+# A Fig. 2(b) run ends after its configured epochs (it is not cut short by a bound) and
+# records every iterate, so it counts as settled once its last lr was used twice
+# (mbt.settle explains the rule and Fig. 2(a)'s, for toy runs cut off at max_iters).
+FIG2B_MIN_TAIL = 2
 
 
 def lr_series(record: dict) -> tuple[list[float], str]:
@@ -38,19 +47,16 @@ def lr_series(record: dict) -> tuple[list[float], str]:
     return [float(v) for v in history.get("lr") or [] if v is not None], "epoch"
 
 
-def settle_point(lrs: list[float], rtol: float = _RTOL) -> int | None:
-    """The 1-based iterate from which the lr stays constant to the end, if that stretch is
-    at least two iterates long; None when it does not settle."""
-    if len(lrs) < 2:
-        return None
-    i = len(lrs) - 1
-    while i > 0 and math.isclose(lrs[i - 1], lrs[-1], rel_tol=rtol):
-        i -= 1
-    return i + 1 if i <= len(lrs) - 2 else None
+def fig2b_settling(lrs: list[float]) -> int | None:
+    """The settling iterate k of a Fig. 2(b) run (:func:`mbt.settle.settling_iterate`: the
+    lr never changes after iterate k), or None when it is not settled: the lr changed at
+    the run's last iterate (fewer than :data:`FIG2B_MIN_TAIL` iterates share the last lr)."""
+    return settled_after(lrs, min_tail=FIG2B_MIN_TAIL)
 
 
 def _changes(lrs: list[float]) -> int:
-    return sum(not math.isclose(a, b, rel_tol=1e-6) for a, b in zip(lrs, lrs[1:]))
+    # Fig. 3's per-epoch lrs are means over an epoch's steps, not grid values.
+    return lr_changes(lrs, rtol=1e-6)
 
 
 def _label(r: dict, many_seeds: bool) -> str:
@@ -63,66 +69,199 @@ def _seed_sorted(records: list[dict]) -> list[dict]:
                                           str(r.get("seed"))))
 
 
+def _num(v: float | None) -> str:
+    """α and δ0 as people write them: 1e-4, 0.5, 1, 0.1."""
+    if v is None:
+        return "—"
+    v = float(v)
+    return fmt_lr(v) if 0 < v < 1e-2 else f"{v:g}"
+
+
 # --- Figure 2(b) --------------------------------------------------------------------------------
+
+@dataclass
+class _Fig2bRun:
+    record: dict
+    lrs: list[float]
+    unit: str             # "epoch" | "step"
+    settle: int | None    # fig2b_settling
+    init: str             # BatchNorm init
+    alpha: float | None   # Armijo's α (config optim.builder.alpha)
+    lr0: float | None     # δ0, the start lr
+    seed: object          # the subset (and run) seed
+
+    @property
+    def n(self) -> int:
+        return len(self.lrs)
+
+    @property
+    def config(self) -> tuple:
+        return self.init, self.alpha, self.lr0
+
+    def parts(self, varying: set[str]) -> list[str]:
+        """The settings that tell this run from the others (only those that vary)."""
+        return [text for key, text in (("init", f"{self.init} init"),
+                                       ("alpha", f"α {_num(self.alpha)}"),
+                                       ("lr0", f"δ0 {_num(self.lr0)}"),
+                                       ("seed", f"seed {self.seed}")) if key in varying]
+
+    def settles(self) -> str:
+        if self.settle is None:
+            return f"not settled in {self.n} iterates"
+        return f"settles after iterate {self.settle}"
+
+
+def _fig2b_run(r: dict) -> _Fig2bRun:
+    lrs, unit = lr_series(r)
+    alpha = get(r, "config", "optim", "builder", "alpha")
+    lr0 = r.get("lr")
+    return _Fig2bRun(r, lrs, unit, fig2b_settling(lrs), bn_init(r),
+                     None if alpha is None else float(alpha),
+                     None if lr0 is None else float(lr0), r.get("seed"))
+
+
+def _order(v) -> tuple:
+    return (v is None, v if isinstance(v, int | float) else 0.0, str(v))
+
+
+def _fig2b_key(run: _Fig2bRun) -> tuple:
+    # torch init first, then α ascending, δ0 descending (the paper's 1 first), seed
+    return (run.init != "torch", run.init, _order(run.alpha),
+            _order(None if run.lr0 is None else -run.lr0), _order(run.seed))
+
+
+def _train_loss(r: dict) -> str:
+    losses = [v for v in get(r, "history", "train_loss", default=None) or [] if v is not None]
+    return f"{losses[0]:.3g} → {losses[-1]:.3g}" if losses else ""
+
+
+def _fig2b_sentence(run: _Fig2bRun) -> str:
+    if run.settle is None:
+        tail = f"the lr changes at its last iterate ({run.lrs[-2]:.6g} → {run.lrs[-1]:.6g})" \
+            if run.n > 1 else "a single iterate"
+        return f"not settled in {run.n} iterates ({tail})"
+    k = run.settle
+    if k == 0:
+        return f"the lr never changes ({run.lrs[0]:.6g} at all {run.n} iterates)"
+    return (f"settles after iterate {k}: lr {run.lrs[k]:.6g} from iterate {k + 1} to "
+            f"{run.n}, after {lr_changes(run.lrs)} changes")
+
 
 def fig2b(sel: Selection, ctx: Context) -> list[Path]:
     claim, paper_iter = paper.CLAIMS["fig2b"]
-    runs = _seed_sorted(sel.records)
-    many = len(runs) > 1
-    fig = Figure(figsize=(7, 4.2), layout="constrained")
+    runs = sorted((_fig2b_run(r) for r in sel.records), key=_fig2b_key)
+    varying = {key for key, values in (("init", {run.init for run in runs}),
+                                       ("alpha", {run.alpha for run in runs}),
+                                       ("lr0", {run.lr0 for run in runs}),
+                                       ("seed", {str(run.seed) for run in runs}))
+               if len(values) > 1}
+    # One colour per setting (init, α, δ0), one line style per seed within it.
+    configs = list(dict.fromkeys(run.config for run in runs))
+    palette = matplotlib.colormaps["tab10" if len(configs) <= 10 else "tab20"].colors
+    styles = ("-", "--", "-.", ":")
+    fig = Figure(figsize=(9 if len(runs) > 3 else 7, 4.4), layout="constrained")
     ax = fig.subplots()
-    rows, csv_rows, notes = [], [], []
-    for r in runs:
-        lrs, unit = lr_series(r)
-        settle = settle_point(lrs)
+    rows, csv_rows, notes, per_config = [], [], [], {}
+    for run in runs:
+        r, lrs = run.record, run.lrs
         steps = (r.get("history") or {}).get("steps") or []
-        if unit == "epoch" and any(s and s > 1 for s in steps):
+        if run.unit == "epoch" and any(s and s > 1 for s in steps):
             notes.append(f"Run `{r.get('run_key')}` took {max(steps)} steps per epoch (not "
                          "full batch) and kept no per-step lrs: its points are epoch means.")
-        n_train = (r.get("data") or {}).get("num_train")
+        n_train = get(r, "data", "num_train")
         if n_train and r.get("batch_size") and r["batch_size"] < n_train:
             notes.append(f"Run `{r.get('run_key')}`: batch {r['batch_size']} < {n_train} "
                          "training images, so not full batch as in the paper.")
-        line = ax.semilogy(range(1, len(lrs) + 1), lrs, lw=1.4, marker=".", ms=3,
-                           label=_label(r, many))[0]
-        if settle is not None:
-            ax.axvline(settle, color=line.get_color(), ls=":", lw=1)
-        csv_rows += [{"run_key": r.get("run_key"), "seed": r.get("seed"), "iterate": i,
-                      "lr": v, "per": unit} for i, v in enumerate(lrs, 1)]
-        rows.append([r.get("seed"), len(lrs), unit,
-                     settle if settle is not None else f"does not settle within {len(lrs)}",
-                     "" if settle is None else len(lrs) - settle + 1,
-                     f"{lrs[0]:.4g}" if lrs else "", f"{lrs[-1]:.4g}" if lrs else "",
-                     f"{min(lrs):.4g}–{max(lrs):.4g}" if lrs else "", _changes(lrs),
-                     r.get("status")])
-    ax.axvline(paper_iter, color="0.5", ls="--", lw=1, label=f"paper: settles after "
-               f"{paper_iter} iterates")
+        color = palette[configs.index(run.config) % len(palette)]
+        nth = per_config.setdefault(run.config, [])
+        nth.append(run)
+        label = ", ".join(["ours", *run.parts(varying)]) + ": " + run.settles()
+        ax.semilogy(range(1, run.n + 1), lrs, color=color, ls=styles[(len(nth) - 1) % 4],
+                    lw=1.5, marker="." if run.n <= 100 else None, ms=4, label=label)
+        if run.settle is not None and run.settle > 0:
+            # the last iterate with another lr: the line the paper's "after 40" matches
+            ax.axvline(run.settle, color=color, ls=":", lw=1.2)
+            ax.plot(run.settle, lrs[run.settle - 1], marker="o", ms=8, mfc="none",
+                    mec=color, mew=1.5, ls="none")
+        csv_rows += [{"run_key": r.get("run_key"), "bn_init": run.init, "alpha": run.alpha,
+                      "lr0": run.lr0, "seed": run.seed, "iterate": i, "lr": v,
+                      "per": run.unit, "settled_after": run.settle}
+                     for i, v in enumerate(lrs, 1)]
+        rows.append([run.init, _num(run.alpha), _num(run.lr0), run.seed,
+                     get(r, "data", "num_train", default=""),
+                     f"{run.n}" + (" steps" if run.unit == "step" else ""),
+                     "not settled" if run.settle is None else run.settle,
+                     "" if run.settle is None else f"{run.settle + 1}–{run.n}",
+                     lr_changes(lrs), f"{lrs[0]:.6g}" if lrs else "",
+                     f"{lrs[-1]:.6g}" if lrs else "", _train_loss(r), r.get("status")])
+    ax.axvline(paper_iter, color="0.45", ls="--", lw=1.2,
+               label=f"paper: settles after {paper_iter} iterates")
+    if any(run.settle for run in runs):
+        ax.plot([], [], marker="o", mfc="none", mec="0.3", ls=":", color="0.3",
+                label="ours: iterate k, after which the lr never changes")
+    values = sorted({v for run in runs for v in run.lrs if v > 0})
+    if 0 < len(values) <= 8:
+        # few distinct lrs (a grid δ0 β^k): label them, not the decades
+        ax.yaxis.set_major_locator(FixedLocator(values))
+        ax.yaxis.set_minor_locator(NullLocator())
+        ax.set_yticklabels([f"{v:.6g}" for v in values])
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("iterate (full-batch step)")
     ax.set_ylabel("learning rate")
     ax.set_title("Fig. 2(b): Two-way Backtracking GD, full batch"
                  + ("" if sel.protocol == "full" else f" [{sel.protocol}]"))
-    ax.legend(fontsize=8)
+    if len(runs) > 3:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend(fontsize=8, loc="upper right")
     out = ctx.out
     out.mkdir(parents=True, exist_ok=True)
     fig.savefig(out / "fig2b.png", dpi=120)
 
-    summary = [f"**Paper**: {claim}.", "**Ours**: " + "; ".join(
-        f"seed {row[0]}: " + (f"the lr is constant from iterate {row[3]} to {row[1]}"
-                              if isinstance(row[3], int) else f"{row[3]} iterates")
-        for row in rows) + ". Settling = the first iterate after which the lr stays "
-        "constant (relative tolerance 1e-9) to the end, over at least two iterates."]
+    settled = [run for run in runs if run.settle is not None]
+    if len(runs) == 1:
+        ours = "**Ours**: " + _fig2b_sentence(runs[0]) + "."
+    else:
+        ks = sorted(run.settle for run in settled)
+        ours = (f"**Ours**: {len(settled)} of {len(runs)} runs settle"
+                + (f", after iterate {ks[0]}–{ks[-1]} (median {ks[len(ks) // 2]})"
+                   if ks else "") + "; " + "; ".join(
+                       ", ".join(run.parts(varying)) + ": " + _fig2b_sentence(run)
+                       for run in runs) + ".")
+    definition = (
+        "**Settling iterate** k (`mbt.settle.settling_iterate`, the definition Figure 2(a) "
+        "uses): the first iterate after which the learning rate never changes within the "
+        f"run: iterates k+1, …, N all use one lr (equal within relative {fmt_lr(GRID_RTOL)}); "
+        "k = 0 if it never changes. A Figure 2(b) run's iterates are its epochs (one "
+        "full-batch step each); it ends after the epochs it was configured for, not cut "
+        "short by a bound, so it counts as settled when its last lr was used at least "
+        f"{FIG2B_MIN_TAIL} times (k ≤ N − {FIG2B_MIN_TAIL}), *not settled* when the lr "
+        "changes at its last iterate. The paper's \"after 40 iterates\" is read the same "
+        "way (k = 40). In the figure a dotted line and a circle mark iterate k of each run.")
     lines = header("Figure 2(b): learning rate of Two-way Backtracking GD vs iterate, full "
-                   "batch", sel, ctx, [*summary, *notes])
+                   "batch", sel, ctx, [f"**Paper**: {claim}.", ours, definition, *notes])
     lines += ["![fig2b](fig2b.png)", "",
-              *md_table(["seed", "iterates", "lr per", "settles at iterate", "constant for",
-                         "first lr", "last lr", "lr range", "lr changes", "status"], rows), ""]
+              *md_table(["BatchNorm init", "α", "δ0 (start lr)", "subset seed", "images",
+                         "iterates", "settles after iterate", "lr constant at iterates",
+                         "lr changes", "first lr", "final lr", "train loss (first → final)",
+                         "status"], rows), ""]
     return [write_md(out / "fig2b.md", lines), write_csv(out / "fig2b.csv",
                                                           pd.DataFrame(csv_rows)),
             out / "fig2b.png"]
 
 
 # --- Figure 3 -------------------------------------------------------------------------------------
+
+# What the paper's Figure 3 looks like, from its text (the figure prints no numbers).
+FIG3_PAPER_SHAPE = (
+    "the lr per epoch behaves like the common warm-up-then-decay scheme: it grows over the "
+    "first epochs, then decays; the significant drop is where α switches from 1e-4 to 0.5 "
+    "once training stalls (Sec. 3.5.2: no loss decrease in 5 consecutive epochs; momentum "
+    "is switched off there too); MBT-NAG's lr stabilises better than MBT-MMT's "
+    "(Sec. 4.2)")
+FIG3_PAPER_SHAPE_SHORT = ("Paper's Fig. 3 (Sec. 4.2): warm-up, then decay; the big drop = "
+                          "α switched 1e-4 → 0.5 when training stalls; MBT-NAG steadier.")
+
 
 def _last_half_ratio(lrs: list[float]) -> float | None:
     tail = [v for v in lrs[len(lrs) // 2:] if v > 0]
@@ -137,16 +276,22 @@ def fig3(sel: Selection, ctx: Context) -> list[Path]:
     many = len({r.get("seed") for r in runs}) > 1
     fig = Figure(figsize=(6 * len(datasets), 4.2), layout="constrained")
     axes = fig.subplots(1, len(datasets), squeeze=False)[0]
-    colors = {"mbt_mmt": "C0", "mbt_nag": "C1"}
+    # MMT and NAG often take the same lrs in short runs: a solid line with filled circles
+    # and a dashed one with open squares stay visible on top of each other.
+    styles = {"mbt_mmt": dict(color="C0", ls="-", marker="o", ms=5),
+              "mbt_nag": dict(color="C1", ls="--", marker="s", ms=8, mfc="none", mew=1.4)}
     rows, csv_rows, ratios = [], [], {}
     for ax, letter, ds in zip(axes, "abcdefgh", datasets):
         mine = [r for r in runs if r.get("dataset") == ds]
+        series = {tuple(float(v) for v in (r.get("history") or {}).get("lr") or [])
+                  for r in mine}
         for r in mine:
             h = r.get("history") or {}
             lrs = [float(v) for v in h.get("lr") or []]
             epochs = h.get("epoch") or list(range(1, len(lrs) + 1))
-            ax.semilogy(epochs, lrs, lw=1.3, color=colors.get(r.get("optim")),
-                        label=_label(r, many))
+            style = styles.get(r.get("optim"), dict(ls="-."))
+            ax.semilogy(epochs, lrs, lw=1.5, label=_label(r, many),
+                        markevery=max(1, len(lrs) // 20), **style)
             for i, (e, v) in enumerate(zip(epochs, lrs)):
                 csv_rows.append({
                     "dataset": ds, "optim": r.get("optim"), "seed": r.get("seed"),
@@ -167,11 +312,18 @@ def fig3(sel: Selection, ctx: Context) -> list[Path]:
         ax.set_xlabel("epoch")
         ax.set_ylabel("learning rate")
         if mine:
-            ax.legend(fontsize=8)
+            same = len(mine) > 1 and len(series) == 1
+            ax.legend(fontsize=8, title="same lr every epoch: the lines coincide" if same
+                      else None, title_fontsize=8)
         else:
-            ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.text(0.5, 0.5, f"no {DISPLAY.get(ds, ds)} runs"
+                    + ("" if sel.protocol == "full" else f" under protocol {sel.protocol}"),
+                    ha="center", va="center", transform=ax.transAxes, color="0.4")
     fig.suptitle("Fig. 3: MBT-MMT and MBT-NAG learning rate per epoch, ResNet18"
                  + ("" if sel.protocol == "full" else f" [{sel.protocol}]"))
+    fig.supxlabel(FIG3_PAPER_SHAPE_SHORT, fontsize=9, color="0.3")
     out = ctx.out
     out.mkdir(parents=True, exist_ok=True)
     fig.savefig(out / "fig3.png", dpi=120)
@@ -197,6 +349,11 @@ def fig3(sel: Selection, ctx: Context) -> list[Path]:
     lines = header("Figure 3: learning rate per epoch of MBT-MMT and MBT-NAG, ResNet18",
                    sel, ctx, notes)
     lines += ["![fig3](fig3.png)", "",
+              "*Figure 3, ours: the learning rate of each epoch (the mean over its steps), "
+              "log scale; MBT-MMT solid with filled circles, MBT-NAG dashed with open "
+              "squares (the two coincide where only one shows). The paper's Figure 3, as its "
+              f"text describes it: {FIG3_PAPER_SHAPE}. Compare that shape with ours, not the "
+              "values.*", "",
               *md_table(["data", "optimizer", "seed", "epochs", "lr epoch 1", "peak lr (epoch)",
                          "final lr", "last-half max/min", "lr changes", "best acc (epoch)",
                          "status"], rows), ""]
