@@ -146,3 +146,41 @@ def test_only_curves_flat_at_the_multiplier_are_flagged():
     assert _logged_multiplier(rec("prodigy", [1.0, 1.0]))  # old record: the multiplier
     assert not _logged_multiplier(rec("prodigy", [2e-4, 9e-3]))  # the logged d·lr
     assert not _logged_multiplier(rec("sgd", [1.0, 1.0]))  # lr is sgd's step
+
+
+def test_point_labels_do_not_overlap(tmp_path, monkeypatch):
+    """Panel (a) names every point; methods with nearly the same time and accuracy (as
+    Prodigy, D-Adapt Adam and Schedule-Free AdamW in the cpu run) get labels that overlap
+    neither each other nor a point's marker (adjustText, the report extra)."""
+    pytest.importorskip("adjustText")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    crowd = [("prodigy", 37.8, 112.0), ("dadapt_adam", 36.8, 112.5),
+             ("adamw_schedulefree", 36.6, 110.0), ("dadapt_sgd", 14.9, 110.5),
+             ("sgd_schedulefree", 13.3, 107.0), ("dog", 11.2, 111.0), ("sls", 31.9, 156.0),
+             ("mbt_gd", 31.3, 152.0), ("mbt_nag", 40.4, 252.0), ("mbt_mmt", 34.0, 246.0)]
+    records = [run(optim, 1.0, 0, (acc - 1.0, acc), secs) for optim, acc, secs in crowd]
+    boxes = {}
+    save = Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        out = save(fig, *args, **kwargs)
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        fig.draw(renderer)
+        ax = fig.axes[0]
+        boxes["texts"] = [t.get_window_extent(renderer) for t in ax.texts]
+        boxes["legend"] = ax.get_legend().get_window_extent(renderer)
+        boxes["markers"] = [line.get_window_extent(renderer) for line in ax.lines
+                            if line.get_marker() not in (None, "None", "") and
+                            len(line.get_xdata()) == 1 and line.get_label().startswith("_")]
+        return out
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    build("autolr", records, tmp_path)
+    texts, markers = boxes["texts"], boxes["markers"]
+    assert len(texts) == len(crowd) and len(markers) == len(crowd)
+    for i, a in enumerate(texts):
+        assert not any(a.overlaps(b) for b in texts[i + 1:]), f"label {i} overlaps a label"
+        assert not any(a.overlaps(m) for m in markers), f"label {i} covers a marker"
+        assert not a.overlaps(boxes["legend"]), f"label {i} is under the legend"

@@ -15,8 +15,9 @@ start lr in the selected protocol, else *automatic*.
   lower middle one for an even grid), what a tuner who guessed instead of searching gets;
   an automatic method's own accuracy.
 
-The figure: (a) accuracy against cost per seed (log x), error bars over seeds; (b) the
-per-epoch lr (``history["lr"]``) of every automatic method's runs.
+The figure: (a) accuracy against cost per seed (log x), error bars over seeds, each point
+named (labels moved apart by the ``adjustText`` package, ``pip install 'mbt[report]'``,
+when installed); (b) the per-epoch lr (``history["lr"]``) of every automatic method's runs.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from pathlib import Path
 
 import matplotlib
 import pandas as pd
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from .common import DISPLAY, Context, Stat, accuracies, fmt_lr, lr_key, stat
 from .selection import Selection
@@ -326,8 +328,58 @@ def _logged_multiplier(r: dict) -> bool:
             and all(math.isclose(v, float(r.get("lr") or 0)) for v in lrs))
 
 
+def _ink(color) -> tuple[float, float, float]:
+    """A text colour for a marker colour: the light half of tab20 darkened to be legible."""
+    rgb = to_rgb(color)
+    light = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] > 0.55
+    return tuple(v * 0.6 for v in rgb) if light else rgb
+
+
+def _seconds_axis(ax) -> None:
+    """Plain numbers (100, 200, 300) on a log time axis, not 2 × 10^2: within a decade
+    and a half the 2s, 3s and 5s are labelled too."""
+    lo, hi = ax.get_xlim()
+    decade = 10 ** math.floor(math.log10(lo))
+    if lo < 1.25 * decade:  # reach down to the round number just below
+        lo = decade
+        ax.set_xlim(lo, hi)
+    few = hi / lo < 30
+
+    def fmt(v, _pos) -> str:
+        lead = round(v / 10 ** math.floor(math.log10(v) + 1e-9), 6)
+        return f"{v:g}" if lead == 1 or (few and lead in (2, 3, 5)) else ""
+
+    ax.xaxis.set_major_formatter(FuncFormatter(fmt))
+    ax.xaxis.set_minor_formatter(FuncFormatter(fmt))
+
+
+def _place_labels(fig: Figure, ax, texts: list, xs: list[float], ys: list[float],
+                  markers: list) -> None:
+    """Move the point labels of ``ax`` apart so that none overlaps another or a point, each
+    with a thin leader line to its point (adjustText). A fixed number of iterations, not
+    adjustText's default time limit, keeps the figure the same from one build to the next.
+    Without adjustText the labels stay at their offsets (and may overlap)."""
+    try:
+        from adjustText import adjust_text
+    except ImportError:
+        log.warning("autolr: adjustText is not installed (pip install 'mbt[report]'): point "
+                    "labels in panel (a) may overlap")
+        return
+    if not texts:
+        return
+    fig.draw_without_rendering()  # final layout and axis limits before measuring the texts
+    # The markers' extents, not just their centres, are obstacles, so that no label covers
+    # a point: adjustText reads a Line2D as its data point only, so pass boxes (data
+    # coordinates) of each marker's extent, 2 px wider all round.
+    to_data = ax.transData.inverted()
+    boxes = [m.get_window_extent().padded(2).transformed(to_data) for m in markers]
+    adjust_text(texts, x=xs, y=ys, objects=boxes, ax=ax, iter_lim=400, time_lim=None,
+                expand=(1.3, 1.7), force_text=(0.3, 0.5), min_arrow_len=8,
+                arrowprops=dict(arrowstyle="-", color="0.5", lw=0.6))
+
+
 def _figure(groups: dict, records: list[dict], path: Path, protocol) -> Path:
-    fig = Figure(figsize=(13, 4.8 * len(groups)), layout="constrained")
+    fig = Figure(figsize=(15, 5.2 * len(groups)), layout="constrained")
     axes = fig.subplots(len(groups), 2, squeeze=False)
     # One colour per method across panels; past 10 methods tab10 would repeat colours,
     # so tab20 and a line style tell them apart in (b).
@@ -338,24 +390,30 @@ def _figure(groups: dict, records: list[dict], path: Path, protocol) -> Path:
     for (model, dataset), (ax_a, ax_b) in zip(groups, axes):
         rows = groups[(model, dataset)]
         where = f"{_name(model)} / {_name(dataset)}"
+        labels, xs, ys, markers = [], [], [], []
         for row in rows:
             if row.acc is None or row.seconds is None:
                 continue
             c, b = colors[row.optim], row.best_point.best
             mbt = row.optim.startswith("mbt_")
-            ax_a.errorbar(row.seconds, row.acc, xerr=row.time.std if row.time.n > 1 else None,
-                          yerr=b.std if b.n > 1 else None, color=c, capsize=3,
-                          marker="s" if row.kind == "tuned" else "o", ms=9 if mbt else 6,
-                          mec="k" if mbt else c, ls="none")
+            bar = ax_a.errorbar(row.seconds, row.acc,
+                                xerr=row.time.std if row.time.n > 1 else None,
+                                yerr=b.std if b.n > 1 else None, color=c, capsize=3,
+                                marker="s" if row.kind == "tuned" else "o", ms=9 if mbt else 6,
+                                mec="k" if mbt else c, ls="none")
             if row.kind == "tuned" and row.median_point.best is not None:
                 ax_a.plot([row.seconds] * 2, [row.median_point.best.mean, row.acc], color=c,
                           ls=":", lw=1)
-                ax_a.plot(row.seconds, row.median_point.best.mean, marker="s", mfc="none",
-                          color=c, ms=6, ls="none")
-            ax_a.annotate(row.name, (row.seconds, row.acc), xytext=(4, 4), fontsize=7,
-                          textcoords="offset points", color=c,
-                          fontweight="bold" if mbt else "normal")
+                markers += ax_a.plot(row.seconds, row.median_point.best.mean, marker="s",
+                                     mfc="none", color=c, ms=6, ls="none")
+            markers.append(bar.lines[0])
+            labels.append(ax_a.text(row.seconds, row.acc, row.name, fontsize=8, color=_ink(c),
+                                    fontweight="bold" if mbt else "normal"))
+            xs.append(row.seconds)
+            ys.append(row.acc)
         ax_a.set_xscale("log")
+        ax_a.margins(x=0.08, y=0.06)  # room for the labels of the outermost points
+        _seconds_axis(ax_a)
         ax_a.set_xlabel("total time per seed (s, log; a tuned method pays for its grid)")
         ax_a.set_ylabel("best-epoch test accuracy (%)")
         ax_a.set_title(f"(a) accuracy vs cost, {where}", fontsize=10)
@@ -363,6 +421,7 @@ def _figure(groups: dict, records: list[dict], path: Path, protocol) -> Path:
         ax_a.plot([], [], "ks", label="tuned: best grid point")
         ax_a.plot([], [], "ks", mfc="none", label="tuned: median grid point")
         ax_a.legend(fontsize=7, loc="best")
+        _place_labels(fig, ax_a, labels, xs, ys, markers)
 
         auto = {row.optim for row in rows if row.kind == "automatic"}
         drawn = set()
@@ -386,7 +445,8 @@ def _figure(groups: dict, records: list[dict], path: Path, protocol) -> Path:
         ax_b.set_ylabel("logged learning rate (mean over the epoch's steps)")
         ax_b.set_title(f"(b) lr per epoch of the automatic methods, {where}", fontsize=10)
         if drawn:
-            ax_b.legend(fontsize=7, ncol=2)
+            # beside the panel: inside, it hides the flat curves at the top
+            ax_b.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         else:
             ax_b.text(0.5, 0.5, "no lr logged", ha="center", va="center",
                       transform=ax_b.transAxes)
