@@ -22,7 +22,7 @@ def sweep(*overrides: str, cwd) -> subprocess.CompletedProcess:
 def test_smoke_sweep_via_submitit_local_is_idempotent(cifar10_root, tmp_path):
     args = ["experiment=table2", "protocol=smoke", "hydra/launcher=submitit_local",
             f"data.root={cifar10_root}", f"paths.runs={tmp_path / 'runs'}", "data.subset=32",
-            "trainer.batch_size=32", "logger=none", "optim=sgd",  # 2 cells: sgd x 2 lrs
+            "trainer.batch_size=32", "logger=none", "optim=sgd", "model=tiny",  # 2 cells: 2 lrs
             f"hydra.sweep.dir={tmp_path / 'multirun'}"]
     first = sweep(*args, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
