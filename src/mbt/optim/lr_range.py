@@ -320,15 +320,9 @@ class LRRangeController(EpochController):
         self.last_report: LRRangeResult | None = None
         self.test_epoch: int | None = None
 
-    def on_epoch_start(
-        self,
-        epoch: int,
-        model: nn.Module,
-        loss_fn: LossFn,
-        train_batches: Iterable,
-        dataset_size: int | None = None,
-        batch_size: int | None = None,
-    ) -> LRRangeResult | None:
+    def on_epoch_start(self, epoch: int, model: nn.Module, loss_fn: LossFn,
+                       train_batches: Iterable, dataset_size: int | None = None,
+                       batch_size: int | None = None) -> LRRangeResult | None:
         """Run the test if it has not run yet, set the lr; returns the result or None.
 
         ``dataset_size`` / ``batch_size`` are accepted for the hook's signature and

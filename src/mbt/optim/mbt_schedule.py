@@ -157,15 +157,9 @@ class MBTController(EpochController):
             group["momentum"] = 0.0
             group["nesterov"] = False
 
-    def on_epoch_start(
-        self,
-        epoch: int,
-        model: nn.Module,
-        loss_fn: LossFn,
-        train_batches: Iterable,
-        dataset_size: int | None = None,
-        batch_size: int | None = None,
-    ) -> SearchReport | None:
+    def on_epoch_start(self, epoch: int, model: nn.Module, loss_fn: LossFn,
+                       train_batches: Iterable, dataset_size: int | None = None,
+                       batch_size: int | None = None) -> SearchReport | None:
         """Search if due, then set the SGD lr and clear momentum; returns the report or None.
 
         ``dataset_size`` / ``batch_size`` default to ``len(loader.dataset)`` and
