@@ -497,3 +497,23 @@ def test_text_rescale_is_gone_because_text_and_code_agree():
     with pytest.raises(ValueError, match="Invalid rescale"):
         rescale_factor("text", 50000, 200)
     assert rescale_factor("code", 50000, 200) == pytest.approx((200 / 50000) ** 0.5)
+
+
+def test_bn_slices_evaluate_batchnorm_per_slice_like_dataparallel():
+    """bn_slices=k: each trial's forward normalises over batch/k images (DataParallel on k
+    GPUs); a model without BatchNorm gives the same search either way."""
+    from mbt.optim.mbt_finder import _forward
+
+    torch.manual_seed(0)
+    bn = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)).train()
+    x = torch.randn(16, 4)
+    whole, sliced = _forward(bn, x, 1), _forward(bn, x, 2)
+    halves = torch.cat([bn(x[:8]), bn(x[8:])])
+    assert torch.equal(sliced, halves) and not torch.allclose(whole, sliced)
+    batches = [(torch.randn(16, 4), torch.randint(0, 3, (16,))) for _ in range(3)]
+    plain = nn.Sequential(nn.Linear(4, 3))
+    a = find_lr(plain, LOSS, batches, lr=1e-2, num_batches=3, rescale="none")
+    b = find_lr(plain, LOSS, batches, lr=1e-2, num_batches=3, rescale="none", bn_slices=4)
+    assert a.per_batch == b.per_batch
+    with pytest.raises(ValueError, match="bn_slices"):
+        find_lr(plain, LOSS, batches, lr=1e-2, bn_slices=0)

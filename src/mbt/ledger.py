@@ -63,6 +63,7 @@ _KEY_IGNORES = {
 # fails when a key is added without an entry).
 KEY_NEUTRAL: dict[tuple[str, ...], Any] = {
     ("model", "bn_init"): "torch",
+    ("optim", "builder", "bn_slices"): 1,
 }
 _SECRET = re.compile(r"(api[_-]?key|token|secret|password)", re.IGNORECASE)
 

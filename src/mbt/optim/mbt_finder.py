@@ -131,6 +131,10 @@ class MBTSearchConfig:
         bn_mode: ``"train"`` (batch statistics, the code) or ``"eval"``.
         dropout_off: switch ``nn.Dropout*`` off during the search (Remark 3.10);
             the code leaves it on.
+        bn_slices: evaluate each mini-batch as this many equal slices, one forward each,
+            outputs concatenated: BatchNorm then normalises with the statistics of
+            batch/k images, as under the published code's ``nn.DataParallel`` over k
+            GPUs (each replica sees its slice). 1 (default): one forward, one device.
     """
 
     num_batches: int = 20
@@ -143,6 +147,7 @@ class MBTSearchConfig:
     carry_start_bug: bool = False
     bn_mode: str = "train"
     dropout_off: bool = True
+    bn_slices: int = 1
 
     def __post_init__(self) -> None:
         if isinstance(self.num_batches, bool) or not isinstance(self.num_batches, int) \
@@ -159,6 +164,9 @@ class MBTSearchConfig:
             raise ValueError(f"Invalid stop_tol: {self.stop_tol!r} (expected a finite value >= 0)")
         if self.rescale not in RESCALE_MODES:
             raise ValueError(f"Invalid rescale: {self.rescale!r} (expected one of {RESCALE_MODES})")
+        if isinstance(self.bn_slices, bool) or not isinstance(self.bn_slices, int) \
+                or self.bn_slices < 1:
+            raise ValueError(f"Invalid bn_slices: {self.bn_slices!r} (expected int >= 1)")
         if self.bn_mode not in BN_MODES:
             raise ValueError(f"Invalid bn_mode: {self.bn_mode!r} (expected one of {BN_MODES})")
         for name in ("carry_start_bug", "dropout_off"):
@@ -290,6 +298,14 @@ def _search_mode(model: nn.Module, bn_mode: str, dropout_off: bool) -> Iterator[
     finally:
         for m, flag in flags:
             m.training = flag
+
+
+def _forward(model: nn.Module, inputs: Any, slices: int) -> Any:
+    """``model(inputs)``, or, for ``slices`` > 1, the outputs of equal slices of the batch
+    concatenated (what ``nn.DataParallel`` computes on ``slices`` devices)."""
+    if slices == 1:
+        return model(inputs)
+    return torch.cat([model(chunk) for chunk in torch.chunk(inputs, slices)])
 
 
 def _two_way_search(
@@ -477,7 +493,7 @@ class MBTFinder:
 
             torch._foreach_copy_(w_k, params)  # w_k: the trials' base point
             with torch.enable_grad():
-                loss = loss_fn(model(inputs), targets)
+                loss = loss_fn(_forward(model, inputs, cfg.bn_slices), targets)
             if not (isinstance(loss, torch.Tensor) and loss.numel() == 1):
                 raise ValueError("loss_fn must return a scalar tensor")
             if not loss.requires_grad:
@@ -505,7 +521,7 @@ class MBTFinder:
                 if g:
                     torch._foreach_copy_(moved, base)
                     torch._foreach_add_(moved, g, alpha=-eta)
-                f = loss_fn(model(inputs), targets)
+                f = loss_fn(_forward(model, inputs, cfg.bn_slices), targets)
                 if buffers:
                     torch._foreach_copy_(buffers, b0)
                 return float(f)  # the one host sync per trial
