@@ -24,6 +24,7 @@ from mbt.config import ConfigError, register_configs
 from mbt.config_paths import CONF_DIR
 from mbt.entry import one_line_errors, run_and_print
 from mbt.models import build_model
+from mbt.optim import MBTController
 from mbt.optim.factory import build_optimizer
 from mbt.run import notice, open_run, provenance
 from mbt.tracking import make_tracker
@@ -33,14 +34,14 @@ __all__ = ["find_lr_run"]
 
 def find_lr_run(cfg: DictConfig) -> dict[str, Any]:
     """Run (or skip, if already in the ledger) the search ``cfg`` describes; its record."""
-    with open_run(cfg, key_prefix="lrsearch-") as run:
+    with open_run(cfg, kind="lr_search") as run:
         if run.done is not None:
             notice(f"{run.key}: already in {cfg.paths.ledger}; not searching again")
             return run.done
         model = build_model(cfg.model.name.name, cfg.model.num_classes,
                             bn_init=cfg.model.bn_init.name, seed=cfg.seed).to(run.device)
         _, controller = build_optimizer(cfg.optim, model.parameters())
-        if controller is None:
+        if not isinstance(controller, MBTController):
             raise ConfigError(f"find_lr needs an MBT optimizer (optim=mbt_gd|mbt_mmt|mbt_nag), "
                               f"got optim={cfg.optim.name}")
         # One W&B run per search (job type lr_search, group <experiment>-<protocol>); the

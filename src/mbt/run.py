@@ -156,7 +156,7 @@ def _remove_stale_temp_files(run_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def open_run(cfg: DictConfig, *, key_prefix: str = "") -> Iterator[Run]:
+def open_run(cfg: DictConfig, *, kind: str = "train") -> Iterator[Run]:
     """Set up the run ``cfg`` describes and hold its lock for the ``with`` body.
 
     Order: validate -> probe the ledger and runs directories -> device -> seed -> data ->
@@ -172,7 +172,7 @@ def open_run(cfg: DictConfig, *, key_prefix: str = "") -> Iterator[Run]:
         raise ConfigError(str(err)) from err
     seed_everything(cfg.seed)
     train_loader, test_loader, info = load_data(cfg, device)
-    key = key_prefix + ledger.run_key(config, info["fingerprint"])
+    key = ledger.run_key(config, info["fingerprint"], kind)
     run_dir = Path(cfg.paths.runs) / key
     with _run_lock(run_dir, key):
         _remove_stale_temp_files(run_dir)

@@ -49,14 +49,6 @@ log = logging.getLogger("mbt.train")
 _SEARCH_EPOCH_OFFSET = 1_000_003
 
 
-def _optimizer_mode(optimizer: torch.optim.Optimizer, mode: str) -> None:
-    # schedulefree's optimizers need train()/eval() around training and evaluation;
-    # torch.optim.Optimizer has neither method, so this is a no-op for every other one.
-    switch = getattr(optimizer, mode, None)
-    if callable(switch):
-        switch()
-
-
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}%"
 
@@ -105,9 +97,7 @@ def _build(run: Run):
     if run.device.type == "cuda" and t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer, controller = build_optimizer(cfg.optim, model.parameters())
-    for group in optimizer.param_groups:  # SLS's step-size reset needs b/n (Vaswani et al.)
-        if "n_batches_per_epoch" in group and group["n_batches_per_epoch"] is None:
-            group["n_batches_per_epoch"] = len(run.train_loader)
+    controller.prepare(run.train_loader)
     return model, optimizer, controller, build_scheduler(cfg.optim, optimizer)
 
 
@@ -118,8 +108,7 @@ def _resume(run: Run, model, optimizer, controller, scheduler) -> dict:
         return {"history": [], "epoch": 0, "wall_time": 0.0, "ref_loss": None}
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    if controller is not None:
-        controller.load_state_dict(state["controller"])
+    controller.load_state_dict(state["controller"])
     if scheduler is not None:
         scheduler.load_state_dict(state["scheduler"])
     checkpoint.restore_rng(state["rng"])
@@ -137,31 +126,26 @@ def _epoch(run: Run, epoch, model, step_model, optimizer, controller, scheduler,
     """One epoch (MBT search first, if any), its evaluation, and its history row."""
     t, loader = run.cfg.trainer, run.train_loader
     t_epoch = time.perf_counter()
-    report = None
-    if controller is not None:
-        loader.set_epoch(_SEARCH_EPOCH_OFFSET + epoch)
-        report = controller.on_epoch_start(
-            epoch, model, nn.CrossEntropyLoss(), loader,
-            dataset_size=run.cfg.data.rescale_size or loader.num_samples,
-            batch_size=t.batch_size)
+    loader.set_epoch(_SEARCH_EPOCH_OFFSET + epoch)
+    report = controller.on_epoch_start(
+        epoch, model, nn.CrossEntropyLoss(), loader,
+        dataset_size=run.cfg.data.rescale_size or loader.num_samples, batch_size=t.batch_size)
     search_time = time.perf_counter() - t_epoch
     loader.set_epoch(epoch)
-    _optimizer_mode(optimizer, "train")
+    controller.train_mode()
     stats = train_epoch(
         step_model, loader, optimizer, nn.CrossEntropyLoss(), device=run.device,
         bf16=t.amp_bf16, max_steps=t.max_steps_per_epoch, check_every=t.check_every,
         diverge_factor=t.diverge_factor, ref_loss=ref_loss, record_steps=t.record_steps,
         bar=progress == "bar", desc=f"epoch {epoch + 1}/{t.epochs}",
     )
-    # Schedule-free optimizers evaluate and checkpoint at their averaged point.
-    _optimizer_mode(optimizer, "eval")
+    controller.eval_mode()  # e.g. schedule-free: evaluate and checkpoint the averaged point
     test_loss = test_acc = None
     if epoch + 1 == t.epochs or stats.diverged or (t.eval_every
                                                    and (epoch + 1) % t.eval_every == 0):
         test_loss, test_acc = evaluate(step_model, run.test_loader, nn.CrossEntropyLoss(),
                                        device=run.device, bf16=t.amp_bf16)
-    if controller is not None:
-        controller.on_epoch_end(stats.loss, test_acc)
+    controller.on_epoch_end(stats.loss, test_acc)
     if scheduler is not None:
         scheduler.step()
     code = git_state()
@@ -223,13 +207,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             checkpoint.save(run.run_dir, {
                 "epoch": epoch + 1, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
-                "controller": controller.state_dict() if controller is not None else None,
+                "controller": controller.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "rng": checkpoint.capture_rng(), "history": history,
                 "wall_time": state["wall_time"] + time.perf_counter() - t_start,
                 "ref_loss": ref_loss, "run_key": run.key,
             })
-            if controller is not None and getattr(controller, "should_stop", False):
+            if controller.should_stop:
                 early_stopped = True
                 break
             if t.stop_after is not None and epochs_here >= t.stop_after and epoch + 1 < t.epochs:
