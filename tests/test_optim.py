@@ -366,3 +366,53 @@ def test_cuda_matches_cpu(make):
         og.step(make_closure(gpu, nn.functional.mse_loss, x.cuda(), y.cuda()))
     for pc, pg in zip(cpu.parameters(), gpu.parameters()):
         assert torch.allclose(pc, pg.cpu(), rtol=1e-9, atol=1e-12)
+
+
+def _ten_sgd_steps(optim: str, tweak=None) -> list[torch.Tensor]:
+    """10 steps of conf/optim/<optim>.yaml's optimizer, built as mbt.train builds it, on a
+    small conv net (float32, CPU); ``tweak(optimizer)`` may change it before the first."""
+    from omegaconf import OmegaConf
+
+    from mbt.config_paths import CONF_DIR
+    from mbt.optim.factory import build_optimizer
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(8 * 6 * 6, 10))
+    opt, _ = build_optimizer(OmegaConf.load(CONF_DIR / "optim" / f"{optim}.yaml"),
+                             model.parameters())
+    assert not any(g["fused"] or g["foreach"] for g in opt.param_groups)  # CPU: untouched
+    if tweak is not None:
+        tweak(opt)
+    x, y = torch.randn(32, 3, 8, 8), torch.randint(0, 10, (32,))
+    for _ in range(10):
+        opt.step(make_closure(model, nn.functional.cross_entropy, x, y))
+    return [p.detach().clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("optim", ["sgd", "nag", "mbt_nag", "sgd_cosine"])
+def test_foreach_and_fused_kernels_give_the_default_numbers(optim):
+    from mbt.optim.factory import use_fused_kernels
+
+    def foreach(opt):
+        for g in opt.param_groups:
+            g["foreach"] = True
+
+    default = _ten_sgd_steps(optim)
+    for a, b in zip(default, _ten_sgd_steps(optim, foreach), strict=True):
+        assert torch.equal(a, b)  # the same ops, grouped: bit for bit
+    # The CUDA path of build_optimizer (fused kernel), run on the CPU's fused kernel.
+    fused = _ten_sgd_steps(optim, lambda opt: use_fused_kernels(opt, ("cpu",)))
+    for a, b in zip(default, fused, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_kernels_only_where_asked_and_allowed():
+    from mbt.optim.factory import use_fused_kernels
+
+    p = [torch.zeros(3, requires_grad=True)]
+    assert not use_fused_kernels(torch.optim.SGD(p, lr=0.1))  # CPU parameters
+    assert not use_fused_kernels(torch.optim.SGD(p, lr=0.1, foreach=False), ("cpu",))
+    assert not use_fused_kernels(torch.optim.Adam(p, lr=0.1), ("cpu",))  # SGD only
+    assert not use_fused_kernels(BacktrackingGD(p), ("cpu",))
+    assert use_fused_kernels(torch.optim.SGD(p, lr=0.1, momentum=0.9), ("cpu",))
