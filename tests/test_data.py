@@ -25,6 +25,7 @@ from mbt.data import (
     TorchLoader,
     build_loaders,
     build_loaders_from_config,
+    default_pipeline,
     load_cifar,
 )
 from mbt.data import device_loader as dl
@@ -161,8 +162,9 @@ def test_config_files(name, roots, monkeypatch):
     cfg = OmegaConf.load(CONF_DIR / "data" / f"{name}.yaml")
     assert cfg.root == str(roots[name]) and cfg.name == name
     assert (cfg.augment, cfg.normalize, cfg.pipeline, cfg.download) == (
-        "paper", "code", "dataloader", False,
+        "paper", "code", default_pipeline(), False,
     )  # fmt: skip
+    assert default_pipeline("cpu") == "dataloader" and default_pipeline("cuda:1") == "device"
     train, test, info = build_loaders_from_config(
         cfg, batch_size=32, seed=0, device="cpu", num_workers=0
     )

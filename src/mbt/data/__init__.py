@@ -6,6 +6,11 @@ device, ``len`` = batches per epoch, ``num_samples``, ``set_epoch``):
 * ``dataloader``: torch DataLoader + torchvision PIL transforms (the paper's own setup);
 * ``device``: the whole uint8 split on the device, augmentation batched there
   (:mod:`mbt.data.device_loader`), same distribution without CPU workers.
+
+The configs' default (``conf/data/*.yaml``: an ``${mbt.pipeline:...}`` interpolation of
+``trainer.device``, :func:`default_pipeline`) is ``device`` on CUDA and ``dataloader``
+elsewhere. It resolves before a run key is derived, so keys and records name the pipeline
+that ran, and a CPU run keeps the key it had when ``dataloader`` was the default.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import logging
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 from . import transforms as tf
 from .cifar import (
@@ -37,6 +43,7 @@ __all__ = [
     "build_loaders",
     "build_loaders_from_config",
     "channel_stats",
+    "default_pipeline",
     "epoch_seed",
     "load_cifar",
     "norm_stats",
@@ -46,6 +53,18 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PIPELINES = ("dataloader", "device")
+
+
+def default_pipeline(device: str = "auto") -> str:
+    """The pipeline for a ``trainer.device`` value: ``device`` on CUDA (a GPU need not wait
+    for PIL workers), ``dataloader`` elsewhere (CPU workers run beside the model)."""
+    device = str(device)
+    cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+    return "device" if cuda else "dataloader"
+
+
+# conf/data/*.yaml: `pipeline: ${mbt.pipeline:${oc.select:trainer.device,auto}}`.
+OmegaConf.register_new_resolver("mbt.pipeline", default_pipeline, replace=True)
 
 
 def build_loaders(
