@@ -215,3 +215,71 @@ def test_by_default_only_a_non_finite_loss_ends_a_run(compose, cifar10_root, tmp
     assert stopped["status"] == "diverged" and stopped["epochs_completed"] < 3
     blown = train(compose(*over, "optim.lr=1e30"))
     assert blown["status"] == "diverged" and blown["epochs_completed"] == 1
+
+
+def _tiny(root: Path, runs: Path, *extra: str) -> list[str]:
+    return [f"data.root={root}", f"paths.runs={runs}", "data.num_workers=0", "model=tiny",
+            "trainer.batch_size=16", "trainer.max_steps_per_epoch=2", "trainer.progress=none",
+            "data.augment=standard", "optim=mmt", "logger=none", *extra]
+
+
+def test_checkpoint_every_n_epochs_and_at_the_last_and_stop_epoch(
+        compose, cifar10_root, tmp_path, monkeypatch):
+    saved: list[int] = []
+    real_save = checkpoint.save
+    monkeypatch.setattr(checkpoint, "save",
+                        lambda run_dir, state: (saved.append(state["epoch"]),
+                                                real_save(run_dir, state)))
+    over = ("trainer.epochs=5", "trainer.checkpoint_every=2")
+    whole = train(compose(*_tiny(cifar10_root, tmp_path / "a", *over)))
+    assert saved == [2, 4, 5]
+    saved.clear()
+    split = _tiny(cifar10_root, tmp_path / "b", *over)
+    assert train(compose(*split, "trainer.stop_after=1"))["status"] == "interrupted"
+    assert saved == [1]  # the stop epoch, off the every-2 grid
+    resumed = train(compose(*split))
+    assert saved == [1, 2, 4, 5]
+    assert resumed["run_key"] == whole["run_key"]  # checkpoint_every is not in the key
+    for col in ("train_loss", "test_acc", "lr"):
+        assert resumed["history"][col] == pytest.approx(whole["history"][col], rel=1e-5)
+
+
+def test_default_pipeline_follows_the_device_and_keeps_cpu_run_keys(compose):
+    from omegaconf import OmegaConf
+
+    from test_ledger import HEAD
+
+    def resolved(*overrides):
+        return OmegaConf.to_container(compose(*overrides), resolve=True, enum_to_str=True)
+
+    # The stock Table 1 cell's key as pinned in tests/test_ledger.py, whatever GPU is here.
+    cfg = resolved("protocol=full", "experiment=table1", "trainer.device=cpu")
+    assert cfg["data"]["pipeline"] == "dataloader"
+    assert ledger.run_key(cfg, HEAD) == "resnet18-cifar10-mbt_gd-lr0.01-b200-e200-s0-d70dbfa8"
+    assert resolved("trainer.device=cuda")["data"]["pipeline"] == "device"
+    assert resolved("trainer.device=cuda:1")["data"]["pipeline"] == "device"
+    assert resolved("trainer.device=cuda", "data.pipeline=dataloader")["data"]["pipeline"] == \
+        "dataloader"
+
+
+def test_a_cpu_run_records_the_pipeline_it_ran(compose, cifar10_root, tmp_path):
+    record = train(compose(*_tiny(cifar10_root, tmp_path, "trainer.epochs=1",
+                                  "trainer.device=cpu")))
+    assert record["config"]["data"]["pipeline"] == record["data"]["pipeline"] == "dataloader"
+
+
+def test_amp_bf16_on_cpu_runs_where_supported_and_is_refused_where_not(
+        compose, cifar10_root, tmp_path, monkeypatch):
+    import mbt.loop
+    from mbt.config import ConfigError
+
+    over = _tiny(cifar10_root, tmp_path, "trainer.epochs=1", "trainer.device=cpu",
+                 "trainer.amp_bf16=true")
+    if mbt.loop.cpu_bf16_supported():
+        with mbt.loop.autocast(torch.device("cpu"), True):
+            assert torch.nn.Linear(4, 2)(torch.ones(1, 4)).dtype == torch.bfloat16
+        record = train(compose(*over))
+        assert record["status"] == "finished" and record["config"]["trainer"]["amp_bf16"]
+    monkeypatch.setattr(mbt.loop, "cpu_bf16_supported", lambda: False)
+    with pytest.raises(ConfigError, match="amp_bf16=true needs a CPU with native bf16"):
+        train(compose(*over))

@@ -89,7 +89,7 @@ class TrainerConfig:
     batch_size: int = MISSING
     device: str = MISSING  # auto | cpu | cuda | cuda:N
     channels_last: bool = MISSING  # only applied on CUDA
-    amp_bf16: bool = MISSING  # bf16 autocast on CUDA; off until accuracy parity is shown
+    amp_bf16: bool = MISSING  # bf16 autocast (CUDA, or a CPU with bf16); off until parity is shown
     compile: bool = MISSING  # torch.compile the model
     # Divergence (recorded as status "diverged"): a non-finite loss ends a run, as in the
     # published code; with a factor, also a running mean train loss above this multiple of
@@ -102,6 +102,7 @@ class TrainerConfig:
     eval_every: int = MISSING  # test-set evaluation every N epochs; 0: only after the last one
     progress: str = MISSING  # auto (tqdm on a terminal) | bar | line | none
     keep_checkpoint: bool = MISSING  # keep the last checkpoint of a finished run
+    checkpoint_every: int = MISSING  # checkpoint every N epochs (always at the last/stop epoch)
 
 
 @dataclass
@@ -226,6 +227,17 @@ def _extra_providing(module: str) -> str | None:
     return min(extras, key=lambda e: e == "dev", default=None)
 
 
+def _check_cpu_bf16(amp_bf16: bool, device: str) -> None:
+    import torch
+
+    from mbt.loop import cpu_bf16_supported
+
+    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    if amp_bf16 and on_cpu and not cpu_bf16_supported():
+        raise ConfigError("trainer.amp_bf16=true needs a CPU with native bf16 (AVX512-BF16 or "
+                          "AMX); this one has neither: set trainer.amp_bf16=false")
+
+
 def validate(cfg: DictConfig) -> None:
     """Range checks the schema cannot express; raises :class:`ConfigError`."""
     unknown = _unknown_keys(cfg, TrainConfig)
@@ -242,6 +254,7 @@ def validate(cfg: DictConfig) -> None:
     _positive("trainer.check_every", cfg.trainer.check_every)
     _positive("trainer.max_steps_per_epoch", cfg.trainer.max_steps_per_epoch)
     _positive("trainer.stop_after", cfg.trainer.stop_after)
+    _positive("trainer.checkpoint_every", cfg.trainer.checkpoint_every)
     _positive("data.subset", cfg.data.subset)
     _positive("data.rescale_size", cfg.data.rescale_size)
     _positive("data.test_batch_size", cfg.data.test_batch_size)
@@ -258,6 +271,7 @@ def validate(cfg: DictConfig) -> None:
     device = str(cfg.trainer.device)
     if not (device in ("auto", "cpu", "cuda", "mps") or device.startswith("cuda:")):
         raise ConfigError(f"trainer.device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    _check_cpu_bf16(cfg.trainer.amp_bf16, device)
     if getattr(cfg.protocol, "name", cfg.protocol) == "cpu" and cfg.experiment and not (
             CONF_DIR / "experiment" / "protocols" / f"{cfg.experiment}_cpu.yaml").exists():
         raise ConfigError(f"protocol=cpu is defined only for experiments with a "

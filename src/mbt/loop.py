@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from mbt.optim.step_size import step_size
 
-__all__ = ["EpochStats", "evaluate", "train_epoch"]
+__all__ = ["EpochStats", "autocast", "cpu_bf16_supported", "evaluate", "train_epoch"]
 
 
 @dataclass
@@ -31,9 +31,20 @@ class EpochStats:
     step_lrs: list[float] = field(default_factory=list)
 
 
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU computes bf16 natively (oneDNN's own test: AVX512-BF16 or AMX on x86,
+    BF16 on Arm). Without it bf16 autocast is emulated and slower than fp32."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    if check is not None and torch.backends.mkldnn.is_available():
+        return bool(check())
+    return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
+
+
 def autocast(device: torch.device, bf16: bool):
-    if bf16 and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """bf16 autocast on CUDA and on the CPU (mbt.config refuses ``amp_bf16`` on a CPU
+    without native bf16); fp32 elsewhere."""
+    if bf16 and device.type in ("cuda", "cpu"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

@@ -189,7 +189,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                                                       enum_to_str=True),
                                run_key=run.key, config=run.config, run_dir=run.run_dir,
                                notice=notice)
-        step_model = torch.compile(model) if t.compile else model
+        step_model = torch.compile(model, dynamic=False) if t.compile else model
         progress = _progress_mode(t.progress)
         status, early_stopped, t_start = "finished", False, time.perf_counter()
         for epochs_here, epoch in enumerate(range(state["epoch"], t.epochs), 1):
@@ -204,15 +204,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 notice(f"{run.key}: diverged in epoch {epoch + 1} (train loss "
                        f"{stats.loss:.4g}); test accuracy at that point {_pct(row['test_acc'])}")
                 break
-            checkpoint.save(run.run_dir, {
-                "epoch": epoch + 1, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "controller": controller.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "rng": checkpoint.capture_rng(), "history": history,
-                "wall_time": state["wall_time"] + time.perf_counter() - t_start,
-                "ref_loss": ref_loss, "run_key": run.key,
-            })
+            if ((epoch + 1) % t.checkpoint_every == 0 or epoch + 1 == t.epochs
+                    or controller.should_stop
+                    or (t.stop_after is not None and epochs_here >= t.stop_after)):
+                checkpoint.save(run.run_dir, {
+                    "epoch": epoch + 1, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "controller": controller.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "rng": checkpoint.capture_rng(), "history": history,
+                    "wall_time": state["wall_time"] + time.perf_counter() - t_start,
+                    "ref_loss": ref_loss, "run_key": run.key,
+                })
             if controller.should_stop:
                 early_stopped = True
                 break
