@@ -27,7 +27,7 @@ REPORT = $(PY) -m mbt.report --ledger $(LEDGER)
 
 .PHONY: help install test test-slow test-slurm lint demo reproduce-toy reproduce-fig2a clean \
 	reproduce-table1 reproduce-table2 reproduce-table3 reproduce-fig2 reproduce-fig2b reproduce-fig3 \
-	reproduce-autolr reproduce-all report bench
+	reproduce-autolr reproduce-all report bench gpu-check
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -102,6 +102,9 @@ report: install ## rebuild every table and figure from the ledger (never trains)
 
 bench: install ## speed: reference vs fast pipeline, MBT-NAG vs NAG -> results/bench.{md,json}
 	$(PY) -m mbt.bench $(ARGS)
+
+gpu-check: install ## on one GPU (~8 min): environment, ResNet18+MBT-NAG bf16/compile, MBT search CPU vs GPU, the bench's GPU half -> results/gpu_check.{md,json}
+	$(PY) scripts/gpu_check.py $(ARGS)
 
 clean: ## remove caches and Hydra outputs (keeps .venv and results/)
 	rm -rf .pytest_cache .ruff_cache outputs multirun results/demo
