@@ -517,3 +517,20 @@ def test_bn_slices_evaluate_batchnorm_per_slice_like_dataparallel():
     assert a.per_batch == b.per_batch
     with pytest.raises(ValueError, match="bn_slices"):
         find_lr(plain, LOSS, batches, lr=1e-2, bn_slices=0)
+
+
+def test_search_shows_per_batch_progress_on_a_terminal(monkeypatch):
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    batches = [(torch.randn(8, 4), torch.randint(0, 3, (8,))) for _ in range(3)]
+    model = nn.Sequential(nn.Linear(4, 3))
+    tty = Tty()
+    monkeypatch.setattr("sys.stderr", tty)
+    find_lr(model, LOSS, batches, lr=1e-2, num_batches=3, rescale="none")
+    assert "MBT search" in tty.getvalue() and "3/3" in tty.getvalue()
+    quiet = io.StringIO()  # not a terminal: no bar (find() logs one summary line)
+    monkeypatch.setattr("sys.stderr", quiet)
+    find_lr(model, LOSS, batches, lr=1e-2, num_batches=3, rescale="none")
+    assert "MBT search" not in quiet.getvalue()

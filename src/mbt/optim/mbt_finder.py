@@ -70,6 +70,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -80,6 +81,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.dropout import _DropoutNd
+from tqdm.auto import tqdm
 
 from .base import check_range
 
@@ -474,6 +476,10 @@ class MBTFinder:
         iterator = iter(batches)
         restarted_empty = False
         eta_start = start
+        # Searches take tens of seconds to minutes: a per-mini-batch bar on a terminal; the
+        # one summary line of find() otherwise.
+        bar = tqdm(total=cfg.num_batches, desc="MBT search", unit="batch", leave=False,
+                   disable=not sys.stderr.isatty())
         for k in range(cfg.num_batches):
             try:
                 batch = next(iterator)
@@ -547,7 +553,9 @@ class MBTFinder:
                 torch._foreach_add_(moved, g, alpha=-eta * scale)
             # Later mini-batches start from the running mean (code: max(lr_min, mean)).
             eta_start = max(lo, sum(report.per_batch) / len(report.per_batch))
+            bar.update(1)
 
+        bar.close()
         if not report.per_batch:
             raise ValueError("batches yielded no mini-batch")
         if restarted_empty:
