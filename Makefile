@@ -41,7 +41,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-test: install ## run the fast test suite (no GPU, no download; a few minutes on 2 cores)
+test: install ## run the fast test suite (no GPU, no download; see the README for the measured time)
 	$(PY) -m pytest
 
 test-slow: install ## also run the slow real-data tests (needs ../shared/data/cifar-head)
@@ -57,7 +57,7 @@ test-slurm: install ## SLURM tests through hydra/launcher=slurm (brings up a one
 lint: install ## ruff lint
 	$(VENV)/bin/ruff check src tests scripts
 
-demo: install ## toy experiments -> results/demo/, then a few-minute ResNet18 + MBT-NAG run on CPU
+demo: install ## toy experiments -> results/demo/, then a small ResNet18 + MBT-NAG run on CPU (13 min measured on 2 busy cores)
 	$(PY) scripts/reproduce_toy.py --out results/demo --quick
 	PY=$(PY) scripts/demo.sh
 

@@ -2,4 +2,5 @@
 
 from .cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # importing the module (e.g. an import scan) must not run the bench
+    raise SystemExit(main())
