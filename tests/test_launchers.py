@@ -1,6 +1,12 @@
-"""LAUNCHER=local_gpus (conf/hydra/launcher/local_gpus.yaml): on one machine with K GPUs a
-sweep runs K jobs at once, one GPU each. No GPU needed: the jobs only report the
-CUDA_VISIBLE_DEVICES they were given, on a machine that claims to have GPUs 3, 5 and 7."""
+"""mbt's submitit launchers (mbt.launchers, conf/hydra/launcher/*.yaml).
+
+* LAUNCHER=local_gpus: on one machine with K GPUs a sweep runs K jobs at once, one GPU
+  each. No GPU needed: the jobs only report the CUDA_VISIBLE_DEVICES they were given, on a
+  machine that claims to have GPUs 3, 5 and 7.
+* A relaunch submits only the cells not yet in the ledger (issue 16): the filter itself
+  (``finished_cells``, in process), and a sweep through LAUNCHER=local_gpus. The ledger is
+  written by real ``model=tiny`` runs (tests/clirun.py ``plumbing``).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +15,18 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from clirun import plumbing, run_module
+from mbt import ledger
 from mbt.config_paths import CONF_DIR
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+
+needs_flock = pytest.mark.skipif(shutil.which("flock") is None,
+                                 reason="needs flock(1) (util-linux)")
 
 APP = '''
 import json, os, time
@@ -35,7 +47,7 @@ main()
 '''
 
 
-@pytest.mark.skipif(shutil.which("flock") is None, reason="needs flock(1) (util-linux)")
+@needs_flock
 def test_local_gpus_runs_one_job_per_gpu(tmp_path):
     (tmp_path / "app.py").write_text(APP)
     out = tmp_path / "out"
@@ -56,3 +68,134 @@ def test_local_gpus_runs_one_job_per_gpu(tmp_path):
         assert len({b["gpu"] for b in running}) == len(running) <= 3  # never two on one GPU
     assert max(sum(b["start"] < a["end"] and a["start"] < b["end"] for b in jobs)
                for a in jobs) >= 2  # and they do run side by side
+
+
+# -- a relaunch submits only what is not in the ledger ----------------------------------
+def _cell(root: Path, runs: Path, lr: float, *extra: str) -> list[str]:
+    """The task overrides of one plumbing cell (what Hydra's sweeper hands the launcher)."""
+    args = [a for a in plumbing(root, runs) if not a.startswith("optim.lr=")]
+    return [*args, f"optim.lr={lr}", *extra]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, cifar10_root):
+    """A ledger with two finished cells, both lr 0.05: one on the CIFAR-10 copy, one with
+    no CIFAR under data.root, trained on the synthetic fallback set."""
+    work = tmp_path_factory.mktemp("finished")
+    runs, nowhere = work / "runs", work / "nowhere"
+    args = [a for a in plumbing(cifar10_root, runs) if not a.startswith("data.root=")]
+    proc = run_module("mbt.train", "-m", *args, f"data.root={cifar10_root},{nowhere}",
+                      "data.synthetic_fallback=true", f"hydra.sweep.dir={work / 'first'}",
+                      cwd=work, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = list(ledger.read(runs / "ledger.jsonl"))
+    assert len(records) == 2 and sum(r["synthetic"] for r in records) == 2  # both generated
+    assert len({r["data"]["root"] for r in records}) == 2, records  # ...at two places
+    return work, runs, nowhere
+
+
+def _master(*hydra_overrides: str):
+    """The multirun config and config loader a launcher is set up with."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    from mbt.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        return loader.load_configuration("train", list(hydra_overrides),
+                                         run_mode=RunMode.MULTIRUN), loader
+
+
+def test_finished_cells_are_those_in_the_ledger(finished, cifar10_root, monkeypatch):
+    import mbt.run
+    from mbt.launchers import finished_cells
+
+    work, runs, nowhere = finished
+    fallback = ("data.synthetic_fallback=true",)
+    cells = [_cell(cifar10_root, runs, 0.05),           # 0: in the ledger
+             _cell(cifar10_root, runs, 0.1),            # 1: not run
+             _cell(nowhere, runs, 0.05, *fallback),     # 2: in the ledger (synthetic set)
+             _cell(cifar10_root, runs, -1),             # 3: invalid: no key, submitted
+             _cell(nowhere, runs, 0.1, *fallback),      # 4: not run
+             _cell(nowhere, runs, 0.05),                # 5: no data, no fallback: submitted
+             _cell(cifar10_root, runs, 0.05, "seed=1")]  # 6: not run
+    reads = []
+    load_cifar = mbt.run.load_cifar
+    monkeypatch.setattr(mbt.run, "load_cifar",
+                        lambda *a, **k: reads.append(a) or load_cifar(*a, **k))
+    master, loader = _master(f"hydra.sweep.dir={work / 'again'}")
+
+    done, ledgers = finished_cells(master, loader, cells, 10, "train")
+    assert sorted(done) == [10, 12]  # job numbers start at initial_job_idx
+    assert ledgers == [str(runs / "ledger.jsonl")]
+    for num, ret in done.items():
+        record = ret.return_value
+        assert ledger.find(runs / "ledger.jsonl", record["run_key"]) == record
+        assert ret.hydra_cfg.hydra.job.num == num and ret.overrides == cells[num - 10]
+    assert done[12].return_value["synthetic"] and done[12].return_value["lr"] == 0.05
+    # The data files of each (dataset, root, allow_partial) are read once for the sweep:
+    # the copy (cells 0, 1, 6); nowhere (missing), then the generated set (cells 2, 4);
+    # nowhere again for cell 5, which has no fallback. Cell 3 fails before any data.
+    assert [Path(a[1]).name for a in reads] == [cifar10_root.name, "nowhere",
+                                                 "synthetic-data", "nowhere"]
+
+    # An lr search's key is another: none of these training records counts for it.
+    assert finished_cells(master, loader, cells, 0, "lr_search")[0] == {}
+    # trainer.device=auto as the job resolves it: data.pipeline defaults to `device` on a
+    # GPU node, `dataloader` elsewhere, and the two have different keys.
+    ran = done[10].return_value["config"]["data"]["pipeline"]
+    same, other = ("cpu", "cuda") if ran == "dataloader" else ("cuda", "cpu")
+    assert list(finished_cells(master, loader, cells[:1], 0, "train", job_device=same)[0]) == [0]
+    assert finished_cells(master, loader, cells[:1], 0, "train", job_device=other)[0] == {}
+
+
+def test_task_kind_and_job_device():
+    import inspect
+
+    import mbt.find_lr
+    import mbt.train
+    from mbt.launchers import SlurmSkipFinished, task_kind
+
+    assert task_kind(inspect.unwrap(mbt.train.main)) == "train"
+    assert task_kind(inspect.unwrap(mbt.find_lr.main)) == "lr_search"
+    assert task_kind(lambda cfg: None) is None and task_kind(None) is None
+
+    def device(**params) -> str:
+        launcher = SlurmSkipFinished()
+        launcher.params = params
+        return launcher.job_device()
+
+    assert device(gpus_per_node=1) == device(gres="gpu:a100:1") == "cuda"
+    assert device(additional_parameters={"gpus-per-task": 1}) == "cuda"
+    assert device(gpus_per_node=None, cpus_per_task=1) == device(gpus_per_node=0) == "cpu"
+
+
+@needs_flock
+def test_relaunch_submits_only_the_cells_not_in_the_ledger(finished, cifar10_root):
+    """LAUNCHER=local_gpus (submitit's local executor; no GPU here): a sweep of a finished
+    and a new cell submits one job, for the new cell; run again, it submits none."""
+    work, runs, _ = finished
+    sweep_dir = work / "relaunch"
+    args = [a for a in plumbing(cifar10_root, runs) if not a.startswith("optim.lr=")]
+    argv = ["-m", *args, "optim.lr=0.05,0.1", "hydra/launcher=local_gpus",
+            f"hydra.sweep.dir={sweep_dir}"]
+    env = {"CUDA_VISIBLE_DEVICES": "", "MBT_GPU_LOCK_DIR": str(work / "locks")}
+    line = f"cells already in {runs / 'ledger.jsonl'}: not submitted"
+
+    first = run_module("mbt.train", *argv, cwd=work, env=env, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert f"1 of 2 {line}" in first.stderr
+    jobs = sorted(sweep_dir.glob(".submitit/*/*_submitted.pkl"))
+    assert len(jobs) == 1, jobs  # one job submitted: the new cell's
+    assert (sweep_dir / "1" / "run_key").is_file() and not (sweep_dir / "0").exists()
+    assert "#1 : " in first.stdout and "#0 : " not in first.stdout  # its own job number
+    assert sorted(r["lr"] for r in ledger.read(runs / "ledger.jsonl")) == [0.05, 0.05, 0.1]
+
+    again = run_module("mbt.train", *argv, cwd=work, env=env, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"2 of 2 {line}" in again.stderr
+    assert sorted(sweep_dir.glob(".submitit/*/*_submitted.pkl")) == jobs  # none new
+    assert len(list(ledger.read(runs / "ledger.jsonl"))) == 3

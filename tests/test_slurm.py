@@ -129,8 +129,10 @@ def _logs(sweep_dir: Path, suffix: str = "err") -> dict[str, str]:
 
 
 def _max_overlap(rows: list[dict]) -> int:
+    """The most jobs running at one time: at some job's start (times in whole seconds, so a
+    job that ends in the second another starts in is taken as ended)."""
     spans = [(datetime.fromisoformat(r["Start"]), datetime.fromisoformat(r["End"])) for r in rows]
-    return max(sum(s < e0 and s0 < e for s, e in spans) for s0, e0 in spans)
+    return max(sum(s <= s0 < e for s, e in spans) for s0, _ in spans)
 
 
 @pytest.fixture(scope="module")
@@ -165,16 +167,31 @@ def test_jobs_run_concurrently_up_to_array_parallelism(sweep):
     assert _max_overlap(sweep.jobs) == 2, sweep.jobs
 
 
-def test_relaunch_trains_nothing(sweep, partition):
-    """Relaunching the sweep: every cell is in the ledger, so each job stops at once.
-    (The launcher still submits one job per cell: it does not read the ledger.)"""
+def test_relaunch_submits_no_job_for_a_cell_in_the_ledger(sweep, partition):
+    """Relaunching the sweep: the launcher finds the three valid cells in the ledger and
+    submits a job only for the invalid one (no run key: it is submitted, and fails, as
+    before). Relaunching the three valid cells submits no job at all."""
     ckpts = {p: p.stat().st_mtime_ns for p in (sweep.work / "runs").glob("*/last.pt")}
+    ledger_file = sweep.work / "runs" / "ledger.jsonl"
     name = _name("again")
     out = _finish(_start(_argv(partition, name, sweep.work, *sweep.overrides), sweep.work), name)
-    assert len(list(ledger.read(sweep.work / "runs" / "ledger.jsonl"))) == 3, out[-3000:]
-    assert {p: p.stat().st_mtime_ns for p in ckpts} == ckpts and len(ckpts) == 3
+    assert f"3 of 4 cells already in {ledger_file}: not submitted" in out, out[-3000:]
+    assert len(_sacct(name)) == 1, out[-3000:]  # the lr -1 cell's, as job number 3
     logs = _logs(sweep.work / "multirun" / name)
-    assert sum("not training again" in text for text in logs.values()) == 3, logs
+    assert [re.search(r"error: .*optim\.lr", t) is not None for t in logs.values()] == [True]
+    assert (sweep.work / "multirun" / name / "3").is_dir()
+    assert not (sweep.work / "multirun" / name / "0").exists()
+
+    name = _name("valid")
+    valid = [o if not o.startswith("optim.lr=") else "optim.lr=0.1,0.05,0.02"
+             for o in sweep.overrides]
+    proc = _start(_argv(partition, name, sweep.work, *valid), sweep.work)
+    out = _finish(proc, name)
+    assert proc.returncode == 0, out[-3000:]
+    assert f"3 of 3 cells already in {ledger_file}: not submitted" in out, out[-3000:]
+    assert _sacct(name) == [] and not (sweep.work / "multirun" / name / ".submitit").exists()
+    assert len(list(ledger.read(ledger_file))) == 3
+    assert {p: p.stat().st_mtime_ns for p in ckpts} == ckpts and len(ckpts) == 3
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import fcntl
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,12 +30,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from mbt import ledger
 from mbt.config import ConfigError, validate
-from mbt.data import DataError, build_loaders_from_config
+from mbt.data import DataError, build_loaders_from_config, load_cifar
 from mbt.data.synthetic import write_cifar
 from mbt.runinfo import device_name, git_state, resolve_device, seed_everything
 
-__all__ = ["Run", "RunIOError", "load_data", "notice", "open_run", "probe_writable",
-           "provenance"]
+__all__ = ["Run", "RunIOError", "data_fingerprint", "load_data", "notice", "open_run",
+           "probe_writable", "provenance", "run_identity"]
 
 _SYNTHETIC_SIZES = {"n_train": 2000, "n_test": 500}
 LOCK = "lock"
@@ -50,14 +50,12 @@ def notice(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def load_data(cfg: DictConfig, device: torch.device):
-    """``(train_loader, test_loader, info)`` of the run; with ``data.synthetic_fallback``,
-    a generated CIFAR-layout set (labelled synthetic) where no CIFAR files are found."""
-    kwargs = dict(batch_size=cfg.trainer.batch_size, seed=cfg.seed, device=device,
-                  channels_last=device.type == "cuda" and cfg.trainer.channels_last)
+def _read_data(cfg: DictConfig, read: Callable[[dict], Any]) -> Any:
+    """``read(data_cfg)`` of the run's ``data`` node; with ``data.synthetic_fallback``,
+    of a generated CIFAR-layout set (labelled synthetic) where no CIFAR files are found."""
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True, enum_to_str=True)
     try:
-        return build_loaders_from_config(data_cfg, **kwargs)
+        return read(data_cfg)
     except DataError as err:
         if not data_cfg["synthetic_fallback"]:
             raise
@@ -66,7 +64,53 @@ def load_data(cfg: DictConfig, device: torch.device):
                f"CIFAR-layout data set in {root} (labelled synthetic) [{err}]")
         write_cifar(root, data_cfg["name"], seed=0, **_SYNTHETIC_SIZES)
         data_cfg.update(root=str(root), allow_partial=False)
-        return build_loaders_from_config(data_cfg, **kwargs)
+        return read(data_cfg)
+
+
+def load_data(cfg: DictConfig, device: torch.device):
+    """``(train_loader, test_loader, info)`` of the run; with ``data.synthetic_fallback``,
+    a generated CIFAR-layout set (labelled synthetic) where no CIFAR files are found."""
+    kwargs = dict(batch_size=cfg.trainer.batch_size, seed=cfg.seed, device=device,
+                  channels_last=device.type == "cuda" and cfg.trainer.channels_last)
+    return _read_data(cfg, lambda data_cfg: build_loaders_from_config(data_cfg, **kwargs))
+
+
+def data_fingerprint(cfg: DictConfig, cache: dict | None = None) -> dict:
+    """The fingerprint of the data the run ``cfg`` reads (``info["fingerprint"]`` of
+    :func:`load_data`, the synthetic fallback included) without building loaders. With
+    ``cache`` (a dict the caller keeps, e.g. for one sweep), the files of a (dataset, root,
+    allow_partial) are read once; a :class:`DataError` is remembered and raised again."""
+    d = cfg.data
+    slot = (str(d.name), str(Path(str(d.root)).expanduser().resolve()), bool(d.allow_partial),
+            bool(d.download), bool(d.synthetic_fallback) and str(cfg.paths.runs))
+    if cache is not None and slot in cache:
+        found = cache[slot]
+    else:
+        try:
+            found = _read_data(cfg, lambda data_cfg: load_cifar(
+                data_cfg["name"], data_cfg["root"], allow_partial=data_cfg["allow_partial"],
+                download=data_cfg["download"]).fingerprint)
+        except DataError as err:
+            found = err
+        if cache is not None:
+            cache[slot] = found
+    if isinstance(found, DataError):
+        raise DataError(str(found))
+    return found
+
+
+def run_identity(cfg: DictConfig, kind: str = "train", *, fingerprint: dict | None = None,
+                 cache: dict | None = None) -> tuple[str, dict]:
+    """``(run key, resolved config with secrets redacted)`` of the run ``cfg`` describes:
+    validate -> resolve -> fingerprint of the data it reads -> :func:`mbt.ledger.run_key`.
+    :func:`open_run` passes the ``fingerprint`` of the data it loaded; without one, the data
+    files are read (:func:`data_fingerprint`, ``cache``), as a launcher does to find the
+    cells of a sweep already in the ledger (:mod:`mbt.launchers`)."""
+    validate(cfg)
+    config = ledger.scrub_secrets(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    if fingerprint is None:
+        fingerprint = data_fingerprint(cfg, cache)
+    return ledger.run_key(config, fingerprint, kind), config
 
 
 def probe_writable(directory: str | Path, what: str) -> None:
@@ -162,17 +206,18 @@ def open_run(cfg: DictConfig, *, kind: str = "train") -> Iterator[Run]:
     Order: validate -> probe the ledger and runs directories -> device -> seed -> data ->
     run key (config + data fingerprint) -> per-run lock -> ledger lookup (after the lock,
     so a cell another process just finished is seen)."""
-    validate(cfg)
-    config = ledger.scrub_secrets(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    validate(cfg)  # first: a bad value is reported before any I/O
     probe_writable(Path(cfg.paths.ledger).parent, "paths.ledger")
     probe_writable(cfg.paths.runs, "paths.runs")
     try:
         device = resolve_device(cfg.trainer.device)
     except RuntimeError as err:
         raise ConfigError(str(err)) from err
+    if device.type == "cuda":  # one batch shape per run: cuDNN times its algorithms once
+        torch.backends.cudnn.benchmark = True
     seed_everything(cfg.seed)
     train_loader, test_loader, info = load_data(cfg, device)
-    key = ledger.run_key(config, info["fingerprint"], kind)
+    key, config = run_identity(cfg, kind, fingerprint=info["fingerprint"])
     run_dir = Path(cfg.paths.runs) / key
     with _run_lock(run_dir, key):
         _remove_stale_temp_files(run_dir)
