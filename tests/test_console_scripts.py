@@ -72,8 +72,14 @@ def test_mbt_train_bash_completion(tmp_path):
 
 
 def test_report_exit_code_reaches_the_shell(tmp_path):
-    """``mbt.report.__main__:main`` returns an int; the script exits with it (1: no runs)."""
-    proc = _run([str(_script("mbt-report")), "table1", "--ledger",
-                 str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "out")], tmp_path)
+    """``mbt.report.__main__:main`` returns an int; the script exits with it (1: no runs,
+    2: no ledger at all)."""
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    proc = _run([str(_script("mbt-report")), "table1", "--ledger", str(empty),
+                 "--out", str(tmp_path / "out")], tmp_path)
     assert proc.returncode == 1, (proc.stdout, proc.stderr[-2000:])
     assert "no runs" in proc.stdout
+    proc = _run([str(_script("mbt-report")), "table1", "--ledger",
+                 str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "out")], tmp_path)
+    assert proc.returncode == 2 and "no ledger at" in proc.stderr

@@ -85,7 +85,8 @@ def parity(ledger_path: Path) -> dict:
             trainer.pop(key, None)
         base["seed"] = 0
         try:
-            cell = ledger.run_key(base).replace("-s0-", "-")
+            data = (rec.get("data") or {}).get("fingerprint") or {}
+            cell = ledger.run_key(base, data).replace("-s0-", "-")
         except (KeyError, TypeError):
             continue
         cells[cell][bf16].append(rec)

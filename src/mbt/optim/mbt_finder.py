@@ -479,7 +479,7 @@ class MBTFinder:
         # Searches take tens of seconds to minutes: a per-mini-batch bar on a terminal; the
         # one summary line of find() otherwise.
         bar = tqdm(total=cfg.num_batches, desc="MBT search", unit="batch", leave=False,
-                   disable=not sys.stderr.isatty())
+                   disable=not sys.stderr.isatty(), mininterval=0)
         for k in range(cfg.num_batches):
             try:
                 batch = next(iterator)
