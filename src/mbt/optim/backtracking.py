@@ -99,10 +99,16 @@ class BacktrackingGD(LineSearchOptimizer):
             raise ValueError(f"Invalid mode: {mode!r} (expected one of {', '.join(MODES)})")
         if h is not None and mode != "unbounded":
             raise ValueError("h is only used by mode='unbounded'")
-        self.mode = mode
+        # A callable stays an attribute (as LBFGS keeps only a string in its groups):
+        # param groups go into state_dict(), and checkpoints load with weights_only=True.
         self.h = default_h if h is None else h
-        defaults = dict(lr=lr, alpha=alpha, beta=beta, max_trials=max_trials, min_lr=min_lr)
+        defaults = dict(lr=lr, alpha=alpha, beta=beta, max_trials=max_trials, min_lr=min_lr,
+                        mode=mode, **getattr(self, "_extra_defaults", {}))
         super().__init__(params, defaults)
+
+    @property
+    def mode(self) -> str:
+        return self.param_groups[0]["mode"]
 
     def _direction(self, params, grads, scales) -> list[torch.Tensor]:
         """v = D grad f (D from the groups' lr_scale); subclasses may change it."""
@@ -219,22 +225,23 @@ class InexactBacktrackingGD(BacktrackingGD):
             raise ValueError(f"Invalid A1, A2: need A1 <= A2, got {A1} > {A2}")
         if on_violation not in ("gradient", "raise"):
             raise ValueError(f"Invalid on_violation: {on_violation!r}")
-        self.direction_fn = direction
-        self.A1, self.A2, self.mu, self.on_violation = A1, A2, mu, on_violation
+        self.direction_fn = direction  # a callable: an attribute (see BacktrackingGD)
+        self._extra_defaults = dict(A1=A1, A2=A2, mu=mu, on_violation=on_violation)
         super().__init__(params, lr, alpha, beta, **kwargs)
 
     def _direction(self, params, grads, scales):
         if self.direction_fn is None:
             return super()._direction(params, grads, scales)
+        group = self.param_groups[0]
+        A1, A2, mu = group["A1"], group["A2"], group["mu"]
         v = [t.detach() for t in self.direction_fn(grads, params)]
         g_norm = math.sqrt(self._dot(grads, grads))
-        ok = condition_i(g_norm, math.sqrt(self._dot(v, v)), self._dot(grads, v),
-                         self.A1, self.A2, self.mu)
+        ok = condition_i(g_norm, math.sqrt(self._dot(v, v)), self._dot(grads, v), A1, A2, mu)
         state = self.search_state
         state["condition_i_failures"] = state.get("condition_i_failures", 0) + (not ok)
         if ok:
             return v
-        if self.on_violation == "raise":
+        if group["on_violation"] == "raise":
             raise ValueError("direction violates condition (i) of Inexact Backtracking GD "
-                             f"(A1={self.A1}, A2={self.A2}, mu={self.mu})")
+                             f"(A1={A1}, A2={A2}, mu={mu})")
         return super()._direction(params, grads, scales)
