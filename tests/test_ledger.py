@@ -65,7 +65,8 @@ def test_reference_run_key_is_pinned(compose):
     Change the pinned keys only with a KEY_SCHEMA bump and `python -m mbt.ledger_migrate`."""
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.to_container(compose("protocol=full", "experiment=table1"), resolve=True,
+    cfg = OmegaConf.to_container(compose("protocol=full", "experiment=table1",
+                                         "trainer.device=cpu"), resolve=True,
                                  enum_to_str=True)
     assert ledger.run_key(cfg, HEAD) == "resnet18-cifar10-mbt_gd-lr0.01-b200-e200-s0-d70dbfa8"
     assert ledger.run_key(cfg, HEAD, "lr_search") == \
