@@ -41,18 +41,22 @@ def load_ledger(path: str | Path) -> list[dict]:
         raise ReportError(f"no ledger at {path} (run the experiments first, or pass "
                           f"--ledger results/ledger.jsonl for the committed runs)")
     by_key: dict[str, dict] = {}
-    old = 0
+    old: list[str] = []
+    migrated: set[str] = set()
     for i, record in enumerate(ledger.read(path)):
         if record.get("status") not in ledger.FINAL_STATUSES:
             continue
         if record.get("key_schema") != ledger.KEY_SCHEMA:
-            old += 1
+            old.append(str(record.get("run_key")))
             continue
+        if record.get("migrated_from"):
+            migrated.add(record["migrated_from"])
         by_key[record.get("run_key") or f"#{i}"] = record
-    if old:
+    left = [k for k in old if k not in migrated]
+    if left:
         log.warning("%s: skipped %s of an older key schema (no data fingerprint in their run "
                     "keys); `python -m mbt.ledger_migrate %s` re-keys them", path,
-                    plural(old, "record"), path)
+                    plural(len(left), "record"), path)
     return list(by_key.values())
 
 def _one_per_cell_and_seed(records: list[dict], target: str,
