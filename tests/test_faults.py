@@ -142,20 +142,41 @@ def test_migration_rekeys_old_records_to_the_key_a_rerun_would_use(compose, data
 
 # --- 3. two sweeps on one ledger --------------------------------------------------------------
 
-def test_second_process_on_the_same_cell_waits_then_skips(data, tmp_path):
-    # Long enough that the second process starts while the first still trains.
-    args = [*plumbing(data, tmp_path / "runs", epochs=400), "trainer.eval_every=0"]
-    first = subprocess.Popen([sys.executable, "-m", "mbt.train", *args], cwd=tmp_path,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not list((tmp_path / "runs").glob("*/last.pt")) and time.time() < deadline:
-        time.sleep(0.05)
-    second = run_module("mbt.train", *args, cwd=tmp_path, timeout=300)
-    first.communicate(timeout=300)
-    assert first.returncode == 0 and second.returncode == 0, second.stderr
-    assert "another process is running this cell" in second.stderr
-    assert "not training again" in second.stderr
+def test_second_process_on_the_same_cell_waits_then_skips(compose, data, tmp_path):
+    import fcntl
+
+    from mbt.run import run_identity
+
+    args = plumbing(data, tmp_path / "runs")
+    key, _ = run_identity(compose(*args))
+    lock_path = tmp_path / "runs" / key / "lock"
+    lock_path.parent.mkdir(parents=True)
+    with open(lock_path, "a") as held:  # "the first sweep" is running this cell
+        fcntl.flock(held, fcntl.LOCK_EX)
+        second = subprocess.Popen([sys.executable, "-m", "mbt.train", *args], cwd=tmp_path,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        seen = ""
+        deadline = time.time() + 120  # until the second has reached the lock and waits
+        while time.time() < deadline and second.poll() is None \
+                and "another process is running this cell" not in seen:
+            seen += _read_ready(second)
+        assert second.poll() is None, f"the second process did not wait: {seen}"
+        # The first finishes the cell: its record reaches the ledger, then it lets go.
+        train(compose(*args, "paths.runs=" + str(tmp_path / "first")))
+        first_record = json.loads(_lines(tmp_path / "first" / "ledger.jsonl")[0])
+        ledger.append(tmp_path / "runs" / "ledger.jsonl", first_record)
+    _, err = second.communicate(timeout=300)
+    assert second.returncode == 0, seen + err
+    assert "another process is running this cell" in seen and "not training again" in err
     assert len(_lines(tmp_path / "runs" / "ledger.jsonl")) == 1
+
+
+def _read_ready(proc: subprocess.Popen) -> str:
+    """A line of ``proc``'s stderr if one is ready within 0.1 s, else ''."""
+    import select
+
+    ready, _, _ = select.select([proc.stderr], [], [], 0.1)
+    return proc.stderr.readline() if ready else ""
 
 
 # --- 4/5. reports never destroy or double-count results -------------------------------------
@@ -340,12 +361,14 @@ def test_checkpoint_without_model_falls_back_and_resume_names_the_file(compose, 
 
 
 def test_sigint_is_one_line_and_exit_130(data, tmp_path):
-    args = [*plumbing(data, tmp_path / "runs", epochs=50), "trainer.max_steps_per_epoch=4"]
+    # Far more epochs than it can finish: the signal always lands mid-run.
+    args = [*plumbing(data, tmp_path / "runs", epochs=100_000), "trainer.eval_every=0"]
     proc = subprocess.Popen([sys.executable, "-m", "mbt.train", *args], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not list((tmp_path / "runs").glob("*/last.pt")) and time.time() < deadline:
         time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130
