@@ -33,13 +33,6 @@ from mbt.train import train
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    write_cifar(root, "cifar10", n_train=64, n_test=32, seed=0)
-    return root
-
-
 def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
@@ -69,7 +62,7 @@ def _fill(directory: Path, leave: int) -> None:
 
 # --- 1. a full disk never tears the ledger --------------------------------------------------
 
-def test_full_ledger_disk_leaves_the_ledger_whole_and_exits_nonzero(compose, data, tmp_path,
+def test_full_ledger_disk_leaves_the_ledger_whole_and_exits_nonzero(compose, cifar10_root, tmp_path,
                                                                       monkeypatch, capsys):
     ledger_path = tmp_path / "ledger.jsonl"
     ledger.append(ledger_path, {"run_key": "earlier", "status": "finished"})
@@ -80,7 +73,7 @@ def test_full_ledger_disk_leaves_the_ledger_whole_and_exits_nonzero(compose, dat
         return real_write(fd, b[:100] if b.lstrip().startswith(b"{") else b)
 
     monkeypatch.setattr(ledger.os, "write", disk_fills_during_the_record)
-    cfg = compose(*plumbing(data, tmp_path / "runs"), f"paths.ledger={ledger_path}")
+    cfg = compose(*plumbing(cifar10_root, tmp_path / "runs"), f"paths.ledger={ledger_path}")
     with pytest.raises(SystemExit) as stop:
         run_and_print(train, cfg)
     assert stop.value.code == 1
@@ -93,10 +86,10 @@ def test_full_ledger_disk_leaves_the_ledger_whole_and_exits_nonzero(compose, dat
                                                                             record["run_key"]]
 
 
-def test_full_tmpfs_is_found_before_training(data, tmp_path):
+def test_full_tmpfs_is_found_before_training(cifar10_root, tmp_path):
     with tmpfs(tmp_path / "small", "64k") as small:
         _fill(small, leave=0)
-        proc = run_module("mbt.train", *plumbing(data, tmp_path / "runs"),
+        proc = run_module("mbt.train", *plumbing(cifar10_root, tmp_path / "runs"),
                           f"paths.ledger={small}/ledger.jsonl", cwd=tmp_path, timeout=120)
         assert proc.returncode == 1
         line = one_error_line(proc)
@@ -123,10 +116,10 @@ def test_partial_copy_never_satisfies_the_full_cell_but_a_moved_copy_does(compos
     assert len(_lines(runs / "ledger.jsonl")) == 2
 
 
-def test_migration_rekeys_old_records_to_the_key_a_rerun_would_use(compose, data, tmp_path):
+def test_migration_rekeys_old_records_to_the_key_a_rerun_would_use(compose, cifar10_root, tmp_path):
     from mbt.ledger_migrate import migrate
 
-    record = train(compose(*plumbing(data, tmp_path / "runs")))
+    record = train(compose(*plumbing(cifar10_root, tmp_path / "runs")))
     old = {k: v for k, v in record.items() if k != "key_schema"}
     old["run_key"] = "resnet-old-style-key"
     old["data"] = {k: v for k, v in record["data"].items() if k != "fingerprint"}
@@ -142,12 +135,12 @@ def test_migration_rekeys_old_records_to_the_key_a_rerun_would_use(compose, data
 
 # --- 3. two sweeps on one ledger --------------------------------------------------------------
 
-def test_second_process_on_the_same_cell_waits_then_skips(compose, data, tmp_path):
+def test_second_process_on_the_same_cell_waits_then_skips(compose, cifar10_root, tmp_path):
     import fcntl
 
     from mbt.run import run_identity
 
-    args = plumbing(data, tmp_path / "runs")
+    args = plumbing(cifar10_root, tmp_path / "runs")
     key, _ = run_identity(compose(*args))
     lock_path = tmp_path / "runs" / key / "lock"
     lock_path.parent.mkdir(parents=True)
@@ -257,19 +250,19 @@ def test_failed_checkpoint_save_leaves_no_temp_file_and_says_why(tmp_path, monke
     assert list(tmp_path.iterdir()) == []
 
 
-def test_stale_temp_files_are_removed_at_startup(compose, data, tmp_path, capsys):
-    cfg = compose(*plumbing(data, tmp_path / "runs", epochs=2), "trainer.stop_after=1")
+def test_stale_temp_files_are_removed_at_startup(compose, cifar10_root, tmp_path, capsys):
+    cfg = compose(*plumbing(cifar10_root, tmp_path / "runs", epochs=2), "trainer.stop_after=1")
     key = train(cfg)["run_key"]
     stale = tmp_path / "runs" / key / ".last.pt.12345.tmp"
     stale.write_bytes(b"x" * 1000)
-    train(compose(*plumbing(data, tmp_path / "runs", epochs=2)))
+    train(compose(*plumbing(cifar10_root, tmp_path / "runs", epochs=2)))
     assert not stale.exists()
     assert "stale temporary file" in capsys.readouterr().err
 
 
-def test_read_only_runs_directory_is_found_before_training(data, tmp_path):
+def test_read_only_runs_directory_is_found_before_training(cifar10_root, tmp_path):
     with tmpfs(tmp_path / "ro", "1m", "ro") as ro:
-        proc = run_module("mbt.train", *plumbing(data, ro / "runs"),
+        proc = run_module("mbt.train", *plumbing(cifar10_root, ro / "runs"),
                           f"paths.ledger={tmp_path}/ledger.jsonl", cwd=tmp_path, timeout=120)
     assert proc.returncode == 1
     assert "paths.runs" in one_error_line(proc)
@@ -278,10 +271,10 @@ def test_read_only_runs_directory_is_found_before_training(data, tmp_path):
 
 # --- 7. W&B with credentials and no network ---------------------------------------------------
 
-def test_wandb_without_network_falls_back_to_offline_in_bounded_time(data, tmp_path):
+def test_wandb_without_network_falls_back_to_offline_in_bounded_time(cifar10_root, tmp_path):
     env = {"WANDB_API_KEY": "0" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9",
            "WANDB_MODE": None}
-    args = [a for a in plumbing(data, tmp_path / "runs") if a != "logger=none"]
+    args = [a for a in plumbing(cifar10_root, tmp_path / "runs") if a != "logger=none"]
     t0 = time.perf_counter()
     proc = run_module("mbt.train", *args, "logger=wandb", "logger.mode=online",
                       "logger.init_timeout=5", cwd=tmp_path, env=env, timeout=240)
@@ -315,8 +308,8 @@ def test_malicious_cifar_pickle_is_refused_without_running(tmp_path):
 
 # --- 9. one invalid cell does not abort a sweep ----------------------------------------------
 
-def test_invalid_cell_is_skipped_and_the_sweep_goes_on(data, tmp_path):
-    proc = run_module("mbt.train", "--multirun", *plumbing(data, tmp_path / "runs"),
+def test_invalid_cell_is_skipped_and_the_sweep_goes_on(cifar10_root, tmp_path):
+    proc = run_module("mbt.train", "--multirun", *plumbing(cifar10_root, tmp_path / "runs"),
                       "optim.lr=0.05,-1,0.02", f"hydra.sweep.dir={tmp_path}/multirun",
                       cwd=tmp_path, timeout=300)
     assert proc.returncode == 1
@@ -344,9 +337,9 @@ def test_nonsense_is_one_line_before_any_data_is_read(tmp_path, override, needle
     assert needle in line and "nowhere" not in line
 
 
-def test_checkpoint_without_model_falls_back_and_resume_names_the_file(compose, data, tmp_path,
-                                                                      capsys):
-    over = plumbing(data, tmp_path / "runs", epochs=3)
+def test_checkpoint_without_model_falls_back_and_resume_names_the_file(compose, cifar10_root,
+                                                                      tmp_path, capsys):
+    over = plumbing(cifar10_root, tmp_path / "runs", epochs=3)
     key = train(compose(*over, "trainer.stop_after=2"))["run_key"]
     last = tmp_path / "runs" / key / "last.pt"
     state = torch.load(last, weights_only=True)
@@ -360,9 +353,9 @@ def test_checkpoint_without_model_falls_back_and_resume_names_the_file(compose, 
     assert record["epochs_completed"] == 3
 
 
-def test_sigint_is_one_line_and_exit_130(data, tmp_path):
+def test_sigint_is_one_line_and_exit_130(cifar10_root, tmp_path):
     # Far more epochs than it can finish: the signal always lands mid-run.
-    args = [*plumbing(data, tmp_path / "runs", epochs=100_000), "trainer.eval_every=0"]
+    args = [*plumbing(cifar10_root, tmp_path / "runs", epochs=100_000), "trainer.eval_every=0"]
     proc = subprocess.Popen([sys.executable, "-m", "mbt.train", *args], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120

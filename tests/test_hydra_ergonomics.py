@@ -15,21 +15,13 @@ import pytest
 from clirun import one_error_line, plumbing, run_module
 from mbt.config import ConfigError, validate
 from mbt.config_paths import CONF_DIR
-from mbt.data.synthetic import write_cifar
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    write_cifar(root, "cifar10", n_train=64, n_test=32, seed=0)
-    return root
-
-
 # --- one place per run ---------------------------------------------------------------------
-def test_job_dir_and_run_dir_link_and_the_job_log_holds_the_epochs(data, tmp_path):
-    over = [o for o in plumbing(data, tmp_path / "runs", epochs=2)
+def test_job_dir_and_run_dir_link_and_the_job_log_holds_the_epochs(cifar10_root, tmp_path):
+    over = [o for o in plumbing(cifar10_root, tmp_path / "runs", epochs=2)
             if not o.startswith("trainer.progress=")]
     proc = run_module("mbt.train", *over, "trainer.progress=line", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -52,10 +44,10 @@ def test_job_dir_and_run_dir_link_and_the_job_log_holds_the_epochs(data, tmp_pat
     assert re.search(rf"\]\[mbt\.train\]\[INFO\] - {re.escape(key)} epoch 2/2: loss ", log)
 
 
-def test_a_run_without_hydra_links_nothing(compose, data, tmp_path):
+def test_a_run_without_hydra_links_nothing(compose, cifar10_root, tmp_path):
     from mbt.train import train
 
-    record = train(compose(*plumbing(data, tmp_path)))
+    record = train(compose(*plumbing(cifar10_root, tmp_path)))
     run_dir = tmp_path / record["run_key"]
     assert not (run_dir / ".hydra").exists() and not (run_dir / "hydra_jobs.txt").exists()
 
@@ -119,9 +111,9 @@ def _without(tmp_path: Path, *modules: str, hide_plugins: bool = False) -> dict:
     ("local_gpus", True),   # Hydra: unknown plugin class ...submitit_launcher.LocalLauncher
     ("slurm", False),       # the plugin is there, submitit is not
 ])
-def test_launcher_without_its_extra_names_the_extra(tmp_path, data, launcher, hide_plugins):
+def test_launcher_without_its_extra_names_the_extra(tmp_path, cifar10_root, launcher, hide_plugins):
     env = _without(tmp_path, "submitit", hide_plugins=hide_plugins)
-    proc = run_module("mbt.train", "-m", f"hydra/launcher={launcher}", *plumbing(data,
+    proc = run_module("mbt.train", "-m", f"hydra/launcher={launcher}", *plumbing(cifar10_root,
                       tmp_path / "runs"), cwd=tmp_path, env=env, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "pip install -e '.[slurm]'" in one_error_line(proc)

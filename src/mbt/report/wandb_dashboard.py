@@ -28,13 +28,11 @@ run carries the preset that trained it first. The ledger stays the source of eve
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 import sys
 from typing import Any
-from urllib.parse import urlparse
 
 from .common import DISPLAY, PROTOCOLS, ReportError
+from .wandb_source import require_online
 
 __all__ = ["EXPERIMENTS", "build_report", "main", "save_report"]
 
@@ -197,25 +195,10 @@ def build_report(entity: str, project: str, *, protocol: str = "full",
                      blocks=blocks, width="fluid")
 
 
-def _require_online(timeout: float = 5.0) -> None:
-    from mbt.tracking import resolve_mode
-
-    mode, _ = resolve_mode("auto")
-    if mode != "online":
-        raise ReportError(f"wandb-dashboard needs W&B online (mode {mode!r}: no "
-                          "WANDB_API_KEY / `wandb login`, or WANDB_MODE set)")
-    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
-    try:  # fail in seconds offline instead of inside wandb's retry loop
-        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
-    except OSError as err:
-        raise ReportError(f"wandb-dashboard: cannot reach {url.hostname} ({err}); "
-                          "offline? `wandb sync` the runs and build it where W&B is "
-                          "reachable") from err
-
-
 def save_report(report, *, draft: bool = False) -> str:
     """Upload ``report`` (needs W&B online); its URL."""
-    _require_online()
+    require_online("wandb-dashboard", "`wandb sync` the runs and build it where W&B is "
+                   "reachable")
     try:
         report.save(draft=draft)
         return report.url

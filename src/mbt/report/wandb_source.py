@@ -14,7 +14,7 @@ from mbt.tracking import ledger_row
 
 from .common import ReportError, get
 
-__all__ = ["load_wandb", "record_from_wandb"]
+__all__ = ["load_wandb", "record_from_wandb", "require_online"]
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,24 @@ def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
 
+def require_online(what: str, fallback: str, timeout: float = 5.0) -> None:
+    """Raise :class:`ReportError` (one line naming ``what`` and the ``fallback``) unless W&B
+    credentials exist and the server answers within ``timeout`` seconds: fail in seconds
+    offline instead of inside wandb's retry loop."""
+    from mbt.tracking import resolve_mode
+
+    mode, _ = resolve_mode("auto")
+    if mode != "online":
+        raise ReportError(f"{what} needs W&B online (mode {mode!r}: no WANDB_API_KEY / "
+                          f"`wandb login`, or WANDB_MODE set); {fallback}")
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except OSError as err:
+        raise ReportError(f"{what}: cannot reach {url.hostname} ({_first_line(err)}); "
+                          f"offline? {fallback}") from err
+
+
 def load_wandb(project: str, entity: str | None = None, *, experiments: Iterable[str],
                protocol: str | None = None, timeout: int = 20) -> list[dict]:
     """Runs of ``experiments`` (the report targets) from the W&B public API, as ledger-like
@@ -33,18 +51,7 @@ def load_wandb(project: str, entity: str | None = None, *, experiments: Iterable
 
     Raises :class:`ReportError` (one line) without credentials, offline, or on any API error.
     """
-    from mbt.tracking import resolve_mode
-
-    mode, _ = resolve_mode("auto")
-    if mode != "online":
-        raise ReportError(f"--source wandb needs W&B online (mode {mode!r}: no WANDB_API_KEY / "
-                          "`wandb login`, or WANDB_MODE set); use --source ledger")
-    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
-    try:  # fail in seconds offline instead of inside wandb's retry loop
-        socket.create_connection((url.hostname, url.port or 443), timeout=5).close()
-    except OSError as err:
-        raise ReportError(f"--source wandb: cannot reach {url.hostname} ({_first_line(err)}); "
-                          "offline? use --source ledger") from err
+    require_online("--source wandb", "use --source ledger")
     path = f"{entity}/{project}" if entity else project
     filters: dict[str, Any] = {"config.experiment": {"$in": list(experiments)}}
     if protocol:
