@@ -356,8 +356,12 @@ def test_checkpoint_without_model_falls_back_and_resume_names_the_file(compose, 
 def test_sigint_is_one_line_and_exit_130(cifar10_root, tmp_path):
     # Far more epochs than it can finish: the signal always lands mid-run.
     args = [*plumbing(cifar10_root, tmp_path / "runs", epochs=100_000), "trainer.eval_every=0"]
+    # A job started in the background by a non-interactive shell (CI) inherits SIGINT
+    # ignored, and Python then installs no KeyboardInterrupt handler: restore the default,
+    # as a terminal would have it.
     proc = subprocess.Popen([sys.executable, "-m", "mbt.train", *args], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not list((tmp_path / "runs").glob("*/last.pt")) and time.time() < deadline:
         time.sleep(0.05)
