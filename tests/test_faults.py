@@ -367,7 +367,11 @@ def test_sigint_is_one_line_and_exit_130(cifar10_root, tmp_path):
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:  # never leave a 100 000-epoch run behind when the test fails
+        if proc.poll() is None:
+            proc.kill()
     assert proc.returncode == 130
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("interrupted")
