@@ -90,13 +90,19 @@ def test_parity_pairs_bf16_and_fp32_runs_of_one_cell(tmp_path):
 
     path = tmp_path / "ledger.jsonl"
     recs = [record(False, 0, 93.0), record(False, 1, 93.4), record(True, 0, 93.1),
-            record(True, 0, 50.0, device="cpu")]  # CPU runs do not count
+            record(True, 0, 50.0, device="cpu"),  # no CPU fp32 partner: no CPU row
+            record(False, 2, 70.0, device="cuda:1")]  # a CUDA run on another index
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
     par = parity(path)
     assert par["status"] == "measured"
     (row,) = par["rows"]
-    assert row["fp32_n"] == 2 and row["bf16_n"] == 1
-    assert row["delta"] == pytest.approx(93.1 - 93.2)
+    assert row["cell"].startswith("cuda: ")
+    assert row["fp32_n"] == 3 and row["bf16_n"] == 1
+    assert row["delta"] == pytest.approx(93.1 - (93.0 + 93.4 + 70.0) / 3)
+    path.write_text(path.read_text() + json.dumps(record(False, 1, 51.0, device="cpu")) + "\n")
+    rows = {r["cell"].split(":")[0]: r for r in parity(path)["rows"]}
+    assert set(rows) == {"cpu", "cuda"}  # a CPU pair is its own row, never mixed in
+    assert rows["cpu"]["delta"] == pytest.approx(50.0 - 51.0)
     assert parity(tmp_path / "missing.jsonl")["status"] == "not yet measured"
 
 
@@ -113,3 +119,29 @@ def test_search_split_per_batch_and_extrapolation_to_20():
     full = _to_full_search(split)  # batch 0 once, the mean of the later ones 19 times
     assert full == {"grad": 40.0, "trials": 40.0, "other": 2.0, "n_trials": 40.0,
                     "total": 82.0}
+
+
+def test_parity_only_rereads_the_ledger_and_keeps_the_timings(tmp_path, monkeypatch):
+    from mbt.bench.cli import main
+
+    assert main(["--parity-only", "--out", str(tmp_path)]) == 2  # no bench.json yet
+    res = {"parity": {"ledger": "x", "status": "not yet measured", "rows": []},
+           "throughput": {"marker": 1.25}}
+    (tmp_path / "bench.json").write_text(json.dumps(res))
+    import mbt.bench.report as report
+
+    path = tmp_path / "ledger.jsonl"
+    cfg = {"model": {"name": "resnet18"}, "data": {"name": "cifar10"},
+           "optim": {"name": "nag", "lr": 0.01}, "trainer": {"batch_size": 100, "epochs": 3}}
+    recs = [{"kind": "train", "status": "finished", "device": "cpu", "best_test_acc": acc,
+             "config": {**cfg, "seed": 0, "trainer": {**cfg["trainer"], "amp_bf16": bf16}}}
+            for bf16, acc in ((False, 40.0), (True, 41.0))]
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    rendered = []
+    monkeypatch.setattr(report, "render", lambda r: rendered.append(r) or "md\n")
+    assert main(["--parity-only", "--out", str(tmp_path), "--ledger", str(path)]) == 0
+    out = json.loads((tmp_path / "bench.json").read_text())
+    assert out["throughput"] == {"marker": 1.25}  # not re-timed
+    (row,) = out["parity"]["rows"]
+    assert row["cell"].startswith("cpu: ") and row["delta"] == pytest.approx(1.0)
+    assert rendered and (tmp_path / "bench.md").read_text() == "md\n"

@@ -283,3 +283,35 @@ def test_amp_bf16_on_cpu_runs_where_supported_and_is_refused_where_not(
     monkeypatch.setattr(mbt.loop, "cpu_bf16_supported", lambda: False)
     with pytest.raises(ConfigError, match="amp_bf16=true needs a CPU with native bf16"):
         train(compose(*over))
+
+
+def test_channels_last_on_cuda_and_under_cpu_bf16_only(compose, cifar10_root, tmp_path,
+                                                         monkeypatch):
+    import mbt.loop
+    import mbt.train
+    from mbt.run import uses_channels_last
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    base = _tiny(cifar10_root, tmp_path, "trainer.epochs=1", "trainer.device=cpu")
+    fp32, bf16 = compose(*base), compose(*base, "trainer.amp_bf16=false")
+    bf16.trainer.amp_bf16 = True  # composed as fp32 so it also composes on CPUs without bf16
+    off = compose(*base, "trainer.channels_last=false")
+    assert not uses_channels_last(fp32, cpu)  # a CPU fp32 run keeps NCHW, so its numbers
+    assert uses_channels_last(bf16, cpu) and uses_channels_last(fp32, cuda)
+    assert not uses_channels_last(off, cuda)
+    if not mbt.loop.cpu_bf16_supported():
+        pytest.skip("this CPU has no native bf16")
+    seen = {}
+    build = mbt.train._build
+
+    def spy(run):
+        built = build(run)
+        seen["model"] = built[0]
+        seen["batch"] = next(iter(run.train_loader))[0]
+        return built
+
+    monkeypatch.setattr(mbt.train, "_build", spy)
+    train(compose(*base, "trainer.amp_bf16=true"))
+    conv = next(m for m in seen["model"].modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert seen["batch"].is_contiguous(memory_format=torch.channels_last)

@@ -35,7 +35,7 @@ from mbt.data.synthetic import write_cifar
 from mbt.runinfo import device_name, git_state, resolve_device, seed_everything
 
 __all__ = ["Run", "RunIOError", "data_fingerprint", "load_data", "notice", "open_run",
-           "probe_writable", "provenance", "run_identity"]
+           "probe_writable", "provenance", "run_identity", "uses_channels_last"]
 
 _SYNTHETIC_SIZES = {"n_train": 2000, "n_test": 500}
 LOCK = "lock"
@@ -67,11 +67,19 @@ def _read_data(cfg: DictConfig, read: Callable[[dict], Any]) -> Any:
         return read(data_cfg)
 
 
+def uses_channels_last(cfg: DictConfig, device: torch.device) -> bool:
+    """Whether the run keeps images and weights in channels_last: on CUDA, and on a CPU
+    under bf16 autocast (oneDNN's bf16 convolutions are 1.3-1.7x faster in it here, its
+    fp32 ones slower: a CPU fp32 run keeps NCHW and so its numbers)."""
+    return bool(cfg.trainer.channels_last) and (
+        device.type == "cuda" or (device.type == "cpu" and bool(cfg.trainer.amp_bf16)))
+
+
 def load_data(cfg: DictConfig, device: torch.device):
     """``(train_loader, test_loader, info)`` of the run; with ``data.synthetic_fallback``,
     a generated CIFAR-layout set (labelled synthetic) where no CIFAR files are found."""
     kwargs = dict(batch_size=cfg.trainer.batch_size, seed=cfg.seed, device=device,
-                  channels_last=device.type == "cuda" and cfg.trainer.channels_last)
+                  channels_last=uses_channels_last(cfg, device))
     return _read_data(cfg, lambda data_cfg: build_loaders_from_config(data_cfg, **kwargs))
 
 

@@ -33,7 +33,7 @@ from mbt.entry import one_line_errors, run_and_print
 from mbt.loop import evaluate, train_epoch
 from mbt.models import build_model
 from mbt.optim.factory import build_optimizer, build_scheduler
-from mbt.run import Run, notice, open_run, provenance
+from mbt.run import Run, notice, open_run, provenance, uses_channels_last
 from mbt.runinfo import git_state
 from mbt.tracking import make_tracker
 
@@ -94,7 +94,7 @@ def _build(run: Run):
     cfg, t = run.cfg, run.cfg.trainer
     model = build_model(cfg.model.name.name, cfg.model.num_classes,
                         bn_init=cfg.model.bn_init.name, seed=cfg.seed).to(run.device)
-    if run.device.type == "cuda" and t.channels_last:
+    if uses_channels_last(cfg, run.device):
         model = model.to(memory_format=torch.channels_last)
     optimizer, controller = build_optimizer(cfg.optim, model.parameters())
     controller.prepare(run.train_loader)

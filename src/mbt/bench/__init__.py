@@ -40,7 +40,7 @@ from mbt.runinfo import device_name, git_state, resolve_device
 from . import measure, report
 from .measure import Pipeline
 
-__all__ = ["Settings", "resolve_settings", "run_bench", "write_results"]
+__all__ = ["Settings", "refresh_parity", "resolve_settings", "run_bench", "write_results"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ class Settings:
     ledger: str | None = None
     out: str = "results"
     smallest: bool = False
+    parity_only: bool = False  # only re-read the parity table (refresh_parity)
     notes: tuple[str, ...] = field(default=())
 
 
@@ -138,6 +139,23 @@ def _data(s: Settings, tmp: Path) -> tuple[Path, dict]:
     return tmp, {"kind": "synthetic", "num_train": n}
 
 
+def parity_ledger(path: str | None) -> Path:
+    """The ledger the parity table reads: ``path``, else ``$MBT_RUNS/ledger.jsonl``."""
+    return Path(path) if path is not None else \
+        Path(os.environ.get("MBT_RUNS", "runs")) / "ledger.jsonl"
+
+
+def refresh_parity(out: str | Path, ledger_path: str | None) -> tuple[Path, Path]:
+    """Re-read only the parity table from the ledger into ``<out>/bench.json`` and
+    ``bench.md``, keeping the timings measured before (they are not re-timed)."""
+    js = Path(out) / "bench.json"
+    if not js.exists():
+        raise ValueError(f"{js} does not exist: run the bench first (without --parity-only)")
+    res = json.loads(js.read_text())
+    res["parity"] = report.parity(parity_ledger(ledger_path))
+    return write_results(res, out)
+
+
 def run_bench(s: Settings, command: str = "python -m mbt.bench") -> dict:
     """Measure everything ``s`` asks for; returns the bench.json dict."""
     device = resolve_device(s.device)
@@ -175,8 +193,7 @@ def run_bench(s: Settings, command: str = "python -m mbt.bench") -> dict:
                    for r in overhead if r["batch_size"] == TARGET_BATCH), None)
 
     flops = _flops(rows, device, name)
-    ledger_path = Path(s.ledger) if s.ledger is not None else \
-        Path(os.environ.get("MBT_RUNS", "runs")) / "ledger.jsonl"
+    ledger_path = parity_ledger(s.ledger)
     if device.type == "cpu" and s.channels_last:
         notes.append("The fast pipeline uses channels_last on CPU too (oneDNN); mbt.train "
                      "applies channels_last on CUDA only.")

@@ -7,7 +7,7 @@ import logging
 import shlex
 import sys
 
-from . import Settings, run_bench, write_results
+from . import Settings, refresh_parity, run_bench, write_results
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -56,6 +56,9 @@ def parse_args(argv: list[str]) -> Settings:
                    "temp dir)")
     p.add_argument("--ledger", help="run ledger for the parity table ($MBT_RUNS/ledger.jsonl)")
     p.add_argument("--out", default="results", help="output folder (results)")
+    p.add_argument("--parity-only", action="store_true",
+                   help="only re-read the accuracy-parity table from --ledger into <out>/"
+                        "bench.{json,md}; the timings already there stay as measured")
     p.add_argument("--smallest", action="store_true",
                    help="tiny setting for the tests: batch 12, 2 batches, 1-batch search")
     a = p.parse_args(argv)
@@ -64,7 +67,7 @@ def parse_args(argv: list[str]) -> Settings:
         bf16=a.bf16, compile=a.compile, channels_last=a.channels_last, augments=a.augments,
         ablation=a.ablation, warmup=a.warmup, steps=a.steps, search_batches=a.search_batches,
         repeats=a.repeats, workers=a.workers, data_root=a.data_root, ledger=a.ledger,
-        out=a.out, smallest=a.smallest,
+        out=a.out, smallest=a.smallest, parity_only=a.parity_only,
     )
 
 
@@ -73,6 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     settings = parse_args(argv)
+    if settings.parity_only:
+        try:
+            js, md = refresh_parity(settings.out, settings.ledger)
+        except ValueError as err:
+            print(f"mbt.bench: {err}", file=sys.stderr)
+            return 2
+        print(f"wrote {md} and {js} (parity table only)")
+        return 0
     try:
         res = run_bench(settings, command=shlex.join(["python", "-m", "mbt.bench", *argv]))
     except ValueError as err:

@@ -67,15 +67,15 @@ def _mean_std(values: list[float]) -> str:
 def parity(ledger_path: Path) -> dict:
     """Best test accuracy of bf16 runs against fp32 runs of the same cell, from the ledger.
 
-    A cell is a run's config without the speed keys (``trainer.amp_bf16``,
-    ``channels_last``, ``compile``) and the seed; only CUDA runs count (those keys do
-    nothing on CPU). Rows only for cells with both bf16 and fp32 records.
+    A cell is a run's device type (cpu, cuda) and config without the speed keys
+    (``trainer.amp_bf16``, ``channels_last``, ``compile``) and the seed: a CPU pair never
+    stands in for a CUDA one (bf16 kernels differ). Rows only for cells with both bf16 and
+    fp32 records.
     """
     cells: dict[str, dict[bool, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for rec in ledger.read(ledger_path):
         cfg = rec.get("config")
         if (rec.get("kind") != "train" or rec.get("status") not in ledger.FINAL_STATUSES
-                or not str(rec.get("device", "")).startswith("cuda")
                 or not isinstance(cfg, dict) or rec.get("best_test_acc") is None):
             continue
         base = copy.deepcopy(cfg)
@@ -86,7 +86,8 @@ def parity(ledger_path: Path) -> dict:
         base["seed"] = 0
         try:
             data = (rec.get("data") or {}).get("fingerprint") or {}
-            cell = ledger.run_key(base, data).replace("-s0-", "-")
+            dev = str(rec.get("device", "")).split(":")[0] or "?"
+            cell = f"{dev}: " + ledger.run_key(base, data).replace("-s0-", "-")
         except (KeyError, TypeError):
             continue
         cells[cell][bf16].append(rec)
@@ -229,15 +230,15 @@ def render(res: dict) -> str:
     par = res["parity"]
     out += ["", "## 4. Accuracy parity (bf16 / channels_last / compile against fp32)", ""]
     if par["rows"]:
-        out += [f"From `{par['ledger']}` (CUDA runs; best test accuracy, mean ± std over "
-                "seeds):", "", "| cell | fp32 (n) | bf16 (n) | Δ (bf16 − fp32) | bf16 runs' "
+        out += [f"From `{par['ledger']}` (best test accuracy, mean ± std over seeds; a "
+                "cell is device type + run key without the seed):", "", "| cell | fp32 (n) | bf16 (n) | Δ (bf16 − fp32) | bf16 runs' "
                 "speed keys |", "|---|---|---|---|---|"]
         for r in par["rows"]:
             out.append(f"| {r['cell']} | {_mean_std(r['fp32_best_acc'])} ({r['fp32_n']}) | "
                        f"{_mean_std(r['bf16_best_acc'])} ({r['bf16_n']}) | "
                        f"{r['delta']:+.2f} | {', '.join(r['bf16_fast_keys'])} |")
     else:
-        out += [f"Not yet measured: `{par['ledger']}` holds no pair of CUDA runs of one cell "
+        out += [f"Not yet measured: `{par['ledger']}` holds no pair of runs of one cell "
                 "with `trainer.amp_bf16` true and false. Until it does, training keeps fp32 "
                 "(`amp_bf16: false` in conf/trainer/default.yaml)."]
     if res.get("notes"):
