@@ -144,7 +144,7 @@ class BacktrackingMomentum(LineSearchOptimizer):
             self.state[p]["momentum_buffer"] = wi.mul(result.lr)
         self._record(result, f0=f0, grad_evals=1 + look_evals, grad_norm=g_norm,
                      momentum=sigma * gamma, gamma_bound_hit=gamma_bound)
-        return torch.tensor(f0)
+        return torch.scalar_tensor(f0)  # torch.tensor(f0)'s value, at a third of its cost
 
 
 class BacktrackingNAG(BacktrackingMomentum):
