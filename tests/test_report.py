@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -226,6 +227,26 @@ def test_table1_shows_both_inits_beside_the_paper(tmp_path):
     # per-row spread and ratio range for each init
     assert ("| 200 | 0.0122–0.0147 (×1.20, 9 lrs) | 0.0050–0.0052 (×1.04, 2 lrs) | 0.37–0.40 "
             "| 0.0125–0.0130 (×1.04, 2 lrs) | 0.93–1.00 |") in md
+
+
+def test_table1_keeps_bn_slices_searches_apart_and_beside_their_one_slice_cell(tmp_path):
+    path = tmp_path / "ledger.jsonl"
+    for lr, value in ((1e-2, 0.0125), (1e2, 0.013)):
+        ledger.append(path, {**search_record(200, lr, value), "bn_init": "legacy",
+                             "run_key": f"legacy-{lr}"})
+    sliced = {**search_record(200, 1e-2, 0.01375), "bn_init": "legacy", "run_key": "k2",
+              "config": {"optim": {"builder": {"bn_slices": 2}}}}
+    ledger.append(path, sliced)  # newest: it must not replace the one-slice sample
+    build("table1", load_ledger(path), tmp_path)
+    cell = _cell(_rows(tmp_path / "table1.csv"), batch_size="200", lr="1e-2")
+    assert float(cell["legacy_ours_mean"]) == pytest.approx(0.0125) and cell["legacy_n"] == "1"
+    assert float(cell["legacy+slices2_ours_mean"]) == pytest.approx(0.01375)
+    md = (tmp_path / "table1.md").read_text()
+    assert "## Ours, legacy+slices2" not in md  # not a column of the main table
+    assert "| 200 | 1e-2 | 0.0125 | legacy | 0.0125 | 2 | 0.0138 | 1.10 | 1.10 | 1.00 |" in md
+    # a report that shows plain runs only leaves a sliced search out, like a legacy one
+    plain_only = dataclasses.replace(by_name("table1"), both_inits=False)
+    assert select(load_ledger(path), plain_only).records == []
 
 
 # --- figures ------------------------------------------------------------------------------------

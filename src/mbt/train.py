@@ -91,7 +91,7 @@ def _record(run: Run, status, history, *, wall, tracker, early_stopped):
 
 def _build(run: Run):
     """Model, optimizer (+ MBT/LR-range controller) and scheduler of the run."""
-    cfg, t = run.cfg, run.cfg.trainer
+    cfg = run.cfg
     model = build_model(cfg.model.name.name, cfg.model.num_classes,
                         bn_init=cfg.model.bn_init.name, seed=cfg.seed).to(run.device)
     if uses_channels_last(cfg, run.device):

@@ -231,8 +231,9 @@ def render(res: dict) -> str:
     out += ["", "## 4. Accuracy parity (bf16 / channels_last / compile against fp32)", ""]
     if par["rows"]:
         out += [f"From `{par['ledger']}` (best test accuracy, mean ± std over seeds; a "
-                "cell is device type + run key without the seed):", "", "| cell | fp32 (n) | bf16 (n) | Δ (bf16 − fp32) | bf16 runs' "
-                "speed keys |", "|---|---|---|---|---|"]
+                "cell is device type + run key without the seed):", "",
+                "| cell | fp32 (n) | bf16 (n) | Δ (bf16 − fp32) | bf16 runs' speed keys |",
+                "|---|---|---|---|---|"]
         for r in par["rows"]:
             out.append(f"| {r['cell']} | {_mean_std(r['fp32_best_acc'])} ({r['fp32_n']}) | "
                        f"{_mean_std(r['bf16_best_acc'])} ({r['bf16_n']}) | "

@@ -15,8 +15,8 @@ from mbt.ledger import PROTOCOLS  # the preference order of reports
 
 __all__ = [
     "DISPLAY", "PROTOCOLS", "Context", "ReportError", "Shared", "Stat", "Target",
-    "accuracies", "bn_init", "chance_acc", "fmt_delta", "fmt_lr", "get", "lr_key", "plural",
-    "stat",
+    "accuracies", "bn_init", "bn_slices", "chance_acc", "fmt_delta", "fmt_lr", "get", "lr_key",
+    "plural", "stat", "variant",
 ]
 
 _NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
@@ -69,7 +69,7 @@ class Target:
     protocol_note: str              # what the `full` protocol runs (the paper's, or ours)
     beyond_paper: bool = False      # not one of the paper's tables/figures
     shared: Shared | None = None    # cells made by other presets' runs
-    both_inits: bool = False        # shows model.bn_init torch and legacy side by side
+    both_inits: bool = False        # shows every variant (model.bn_init, MBT bn_slices)
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,17 @@ def accuracies(record: dict, *, diverged_best: str = "chance"
 def bn_init(r: dict) -> str:
     """The record's ``model.bn_init`` (records from before it existed: ``torch``)."""
     return r.get("bn_init") or get(r, "config", "model", "bn_init") or "torch"
+
+def bn_slices(r: dict) -> int:
+    """The record's ``optim.builder.bn_slices`` (the MBT search's BatchNorm slices; 1, the
+    published code on one GPU, where it is absent)."""
+    return int(get(r, "config", "optim", "builder", "bn_slices", default=1) or 1)
+
+def variant(r: dict) -> str:
+    """What separates runs of one cell that a report must never pool: the BatchNorm init,
+    and ``+slices<k>`` for an MBT search over ``k`` BatchNorm slices (``legacy+slices2``)."""
+    k = bn_slices(r)
+    return bn_init(r) + (f"+slices{k}" if k != 1 else "")
 
 def get(node: dict, *keys, default=None):
     for k in keys:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mbt import ledger
 
-from .common import PROTOCOLS, ReportError, Target, bn_init, get, plural
+from .common import PROTOCOLS, ReportError, Target, get, plural, variant
 
 __all__ = ["Selection", "load_ledger", "select"]
 
@@ -61,12 +61,13 @@ def load_ledger(path: str | Path) -> list[dict]:
 
 def _one_per_cell_and_seed(records: list[dict], target: str,
                            cell_of: Callable[[dict], Hashable]) -> list[dict]:
-    """One sample per (cell, seed, BatchNorm init): the newest (last in ledger order) wins,
-    with a warning naming the runs it replaces (e.g. the same cell on other data)."""
+    """One sample per (cell, seed, variant): the newest (last in ledger order) wins, with a
+    warning naming the runs it replaces (e.g. the same cell on other data). A variant
+    (:func:`~mbt.report.common.variant`: BatchNorm init, MBT bn_slices) is never pooled."""
     newest: dict[Hashable, dict] = {}
     replaced: dict[Hashable, list[str]] = {}
     for r in records:
-        k = (cell_of(r), r.get("seed"), bn_init(r))
+        k = (cell_of(r), r.get("seed"), variant(r))
         if k in newest:
             replaced.setdefault(k, []).append(str(newest[k].get("run_key")))
         newest[k] = r
@@ -90,15 +91,17 @@ def select(records: Iterable[dict], spec: Target, protocol: str | None = None) -
     With ``spec.shared``, runs recorded under those experiments that are cells of the
     target join, when they have the settings (epochs, batch size, subset) of one of the
     target's own runs under that protocol, or when the target has none of its own there.
-    Targets that do not show both BatchNorm inits take the torch-init runs only."""
+    Targets that do not show every variant take the plain runs only (torch init, one
+    BatchNorm slice)."""
     target, cell_of, shared = spec.name, spec.cell_of, spec.shared
     records = [r for r in records if r.get("kind", "train") == spec.kind]
     if not spec.both_inits:
-        legacy = [r for r in records if bn_init(r) != "torch"]
-        if legacy:
-            log.warning("%s: %s with model.bn_init other than torch left out (this report "
-                        "shows torch-init runs only)", target, plural(len(legacy), "run"))
-            records = [r for r in records if bn_init(r) == "torch"]
+        other_variants = [r for r in records if variant(r) != "torch"]
+        if other_variants:
+            log.warning("%s: %s with model.bn_init other than torch or optim.builder."
+                        "bn_slices other than 1 left out (this report shows plain runs only)",
+                        target, plural(len(other_variants), "run"))
+            records = [r for r in records if variant(r) == "torch"]
     own: dict[str, list[dict]] = {}
     other: dict[str, list[dict]] = {}
     for r in records:
@@ -114,7 +117,7 @@ def select(records: Iterable[dict], spec: Target, protocol: str | None = None) -
         by_protocol[p] = mine + [r for r in other.get(p, [])
                                  if not settings or _settings(r) in settings]
     by_protocol = {p: rs for p, rs in by_protocol.items() if rs}
-    cells = {p: len({(cell_of(r), bn_init(r)) for r in rs}) for p, rs in by_protocol.items()}
+    cells = {p: len({(cell_of(r), variant(r)) for r in rs}) for p, rs in by_protocol.items()}
 
     def rank(p: str) -> tuple[int, int]:
         return (-cells[p], PROTOCOLS.index(p) if p in PROTOCOLS else len(PROTOCOLS))

@@ -24,11 +24,11 @@ from .common import (
     Context,
     Stat,
     accuracies,
-    bn_init,
     fmt_delta,
     fmt_lr,
     plural,
     stat,
+    variant,
 )
 from .selection import Selection
 from .writers import header, md_table, write_csv, write_md
@@ -205,17 +205,19 @@ def table1(sel: Selection, ctx: Context) -> list[Path]:
     per-row spread (docs/fidelity.md: the init is what separates us from the paper)."""
     ref = paper.load("table1", ctx.paper_dir)
     paper_by = {(r["batch_size"], r["lr_key"]): r for r in ref.to_dict("records")}
-    ours = {i: {k: _lr_cell(v) for k, v in _group(
-        [r for r in sel.records if bn_init(r) == i], sel.spec.cell_of).items()}
-        for i in INITS}
+    found = {variant(r) for r in sel.records}
+    ours = {v: {k: _lr_cell(g) for k, g in _group(
+        [r for r in sel.records if variant(r) == v], sel.spec.cell_of).items()}
+        for v in (*INITS, *sorted(found - set(INITS)))}
     inits = [i for i in INITS if ours[i]]
+    extras = sorted(found - set(INITS))  # e.g. legacy+slices2: beside the table, not in it
     rows = []
     for cell in _cells(list(paper_by), {k: 1 for i in inits for k in ours[i]}):
         p = paper_by.get(cell)
         pv = p["paper"] if p else None
         row = {"batch_size": cell[0], "lr": fmt_lr(cell[1]), "paper": p["paper_str"] if p else "",
                "protocol": sel.protocol}
-        for i in inits:
+        for i in (*inits, *extras):
             o = ours[i].get(cell, {})
             om = o.get("ours_mean")
             row.update({f"{i}_{k}": o.get(k) for k in (
@@ -260,9 +262,33 @@ def table1(sel: Selection, ctx: Context) -> list[Path]:
                           *(_num(r.get(f"{i}_func_evals_mean"), ".0f") for i in inits),
                           *(_num(r.get(f"{i}_seconds_mean"), ".1f") for i in inits)]
                          for r in rows]), ""]
+    lines += _slices_md(rows, extras)
     out = ctx.out
     png = _heatmap(rows, batches, lrs, inits, out / "table1.png", sel.protocol)
     return [write_md(out / "table1.md", lines), write_csv(out / "table1.csv", frame), png]
+
+
+def _slices_md(rows: list[dict], extras: list[str]) -> list[str]:
+    """The cells searched with BatchNorm statistics over k slices of each mini-batch
+    (``optim.builder.bn_slices``, as ``DataParallel`` over k GPUs computes them) beside the
+    same init's one-slice value."""
+    if not extras:
+        return []
+    body = []
+    for v in extras:
+        base = v.split("+")[0]
+        for r in rows:
+            m, one = r.get(f"{v}_ours_mean"), r.get(f"{base}_ours_mean")
+            if m is None:
+                continue
+            body.append([r["batch_size"], r["lr"], r["paper"], base, _num(one, ".4f"),
+                         v.split("+slices")[1], _with_n(r, v),
+                         _num(m / one if one else None, ".2f"),
+                         _num(r.get(f"{v}_ratio"), ".2f"), _num(r.get(f"{base}_ratio"), ".2f")])
+    return ["## BatchNorm statistics over k slices of each mini-batch (`optim.builder."
+            "bn_slices=k`, as the code's `DataParallel` on k GPUs)", "",
+            *md_table(["batch", "start lr", "paper", "init", "1 slice", "k", "k slices (n)",
+                       "k slices / 1 slice", "k slices / paper", "1 slice / paper"], body), ""]
 
 
 def _with_n(r: dict, init: str) -> str:
