@@ -237,3 +237,15 @@ def test_lr_range_test_is_exported(name):
 
     assert name in mbt.optim.__all__
     assert getattr(mbt.optim, name) is getattr(importlib.import_module("mbt.optim.lr_range"), name)
+
+
+def test_entrypoints_import_no_torchvision_before_data_is_read():
+    # `import torchvision` costs ~2 s (its ops import torch._dynamo); a config error, --help
+    # or a toy run must not pay it, so mbt.data imports it where data is read.
+    import subprocess
+
+    code = ("import sys, mbt.train, mbt.find_lr, mbt.toy.__main__, mbt.report; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torchvision'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120).stdout
+    assert out.strip() == "[]"

@@ -23,8 +23,6 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from torchvision import datasets
-from torchvision.datasets.utils import check_integrity
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +43,19 @@ class DataError(RuntimeError):
 class CifarSpec:
     name: str
     title: str
-    tv_class: type
+    tv_class_name: str  # in torchvision.datasets: file names, checksums, URL, downloader
     num_classes: int
     label_key: str
     full_train: int
     full_test: int
+
+    @property
+    def tv_class(self) -> type:
+        # Imported here, not at module level: `import torchvision` costs ~2 s (its ops pull
+        # in torch._dynamo), which a config error or `--help` should not pay.
+        from torchvision import datasets
+
+        return getattr(datasets, self.tv_class_name)
 
     @property
     def base_folder(self) -> str:
@@ -69,11 +75,15 @@ class CifarSpec:
 
 
 SPECS = {
-    "cifar10": CifarSpec("cifar10", "CIFAR-10", datasets.CIFAR10, 10, "labels", 50000, 10000),
-    "cifar100": CifarSpec(
-        "cifar100", "CIFAR-100", datasets.CIFAR100, 100, "fine_labels", 50000, 10000
-    ),
+    "cifar10": CifarSpec("cifar10", "CIFAR-10", "CIFAR10", 10, "labels", 50000, 10000),
+    "cifar100": CifarSpec("cifar100", "CIFAR-100", "CIFAR100", 100, "fine_labels", 50000, 10000),
 }
+
+
+def _check_integrity(path: str, md5: str) -> bool:
+    from torchvision.datasets.utils import check_integrity  # lazily: see CifarSpec.tv_class
+
+    return check_integrity(path, md5)
 
 
 def get_spec(name: str) -> CifarSpec:
@@ -235,7 +245,7 @@ def load_cifar(
     if download:
         if manifest is not None:
             log.warning("%s holds synthetic data; data.download=true ignored", base)
-        elif not all(check_integrity(str(base / f), md5) for f, md5 in data_files):
+        elif not all(_check_integrity(str(base / f), md5) for f, md5 in data_files):
             _download(spec, root)
 
     missing = [f for f, _ in data_files if not (base / f).is_file()]

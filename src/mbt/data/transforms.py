@@ -9,8 +9,12 @@ so the two pipelines cannot drift apart.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from torchvision import transforms as T
+
+if TYPE_CHECKING:
+    from torchvision import transforms as T
 
 AUGMENTS = ("paper", "standard", "none")
 NORMALIZES = ("code", "true")
@@ -78,6 +82,8 @@ def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, .
 
 def train_transform(augment: str, mean, std) -> T.Compose:
     """PIL -> normalized float tensor for training, with the chosen augmentation."""
+    from torchvision import transforms as T  # lazily: see mbt.data.cifar.CifarSpec.tv_class
+
     if augment == "paper":
         aug = [
             T.RandomCrop(CROP_SIZE, padding=CROP_PADDING),
@@ -97,4 +103,6 @@ def train_transform(augment: str, mean, std) -> T.Compose:
 
 def eval_transform(mean, std) -> T.Compose:
     """PIL -> normalized float tensor, no augmentation (evaluation)."""
+    from torchvision import transforms as T
+
     return T.Compose([T.ToTensor(), T.Normalize(mean, std)])
