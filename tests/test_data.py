@@ -250,11 +250,14 @@ def test_subset_reproducible_and_seeded(cifar10_root):
     a, _, info = build_loaders("cifar10", cifar10_root, seed=1, **kw)
     b, _, _ = build_loaders("cifar10", cifar10_root, seed=1, **kw)
     c, _, _ = build_loaders("cifar10", cifar10_root, seed=2, **kw)
-    assert np.array_equal(a.indices, b.indices) and not np.array_equal(a.indices, c.indices)
-    assert len(set(a.indices.tolist())) == 20 and a.num_samples == 20 and len(a) == 3
+    rows = subset_indices(64, 20, 1)  # the rows of the full split the subset keeps
+    assert len(set(rows.tolist())) == 20 and a.num_samples == 20 and len(a) == 3
+    assert not np.array_equal(rows, subset_indices(64, 20, 2))
     assert (info["num_train"], info["num_train_found"], info["subset"]) == (20, 64, 20)
-    assert torch.equal(a.labels, torch.as_tensor(full.labels[a.indices]))
-    assert np.array_equal(subset_indices(64, 20, 1), a.indices)
+    full_nchw = torch.as_tensor(full.images).permute(0, 3, 1, 2)
+    assert torch.equal(a.images, full_nchw[rows]) and torch.equal(a.images, b.images)
+    assert torch.equal(a.labels, torch.as_tensor(full.labels[rows]))
+    assert not torch.equal(a.images, c.images)
     with pytest.raises(DataError, match="subset=65"):
         build_loaders("cifar10", cifar10_root, seed=1, **{**kw, "subset": 65})
 
@@ -499,3 +502,15 @@ def test_device_augmentation_on_real_images(cifar_head):
     assert (m1 - m2).abs().max() < 0.04, (m1, m2)
     assert (s1 - s2).abs().max() < 0.03, (s1, s2)
     assert abs(z1 - z2) < 0.01, (z1, z2)
+
+
+def test_an_unknown_augment_is_refused_at_each_public_entry(cifar10_root):
+    images, labels = np.zeros((4, 32, 32, 3), np.uint8), np.zeros(4, np.int64)
+    for call in (lambda: build_loaders("cifar10", cifar10_root, batch_size=8, augment="flip"),
+                 lambda: dl.DeviceLoader(images, labels, batch_size=2, mean=(0.5,) * 3,
+                                         std=(0.5,) * 3, augment="flip"),
+                 lambda: tf.train_transform("flip", (0.5,) * 3, (0.5,) * 3)):
+        with pytest.raises(ValueError, match=r"augment must be one of \('paper', 'standard', "
+                                             r"'none'\), got 'flip'"):
+            call()
+    assert len(tf.train_transform("none", (0.5,) * 3, (0.5,) * 3).transforms) == 2

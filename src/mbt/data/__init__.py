@@ -95,12 +95,10 @@ def build_loaders(
     """
     if pipeline not in PIPELINES:
         raise ValueError(f"pipeline must be one of {PIPELINES}, got {pipeline!r}")
-    if augment not in tf.AUGMENTS:
-        raise ValueError(f"augment must be one of {tf.AUGMENTS}, got {augment!r}")
+    tf.check_augment(augment)
     mean, std = norm_stats(name, normalize)
     data = load_cifar(name, root, allow_partial=allow_partial, download=download)
     train, test = data.train, data.test
-    indices = None
     if subset is not None:
         indices = subset_indices(len(train.labels), int(subset), seed)
         train = Split(train.images[indices], train.labels[indices])
@@ -122,7 +120,6 @@ def build_loaders(
             train_ds, batch_size=batch_size, shuffle=True, seed=seed, **common
         )
         test_loader = TorchLoader(test_ds, batch_size=test_bs, shuffle=False, **common)
-    train_loader.indices = indices  # positions in the full training split (None: all)
 
     info = {
         "dataset": name,

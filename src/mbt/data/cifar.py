@@ -354,7 +354,6 @@ class TorchLoader:
         self.seed = seed
         self.channels_last = channels_last
         self.epoch = 0
-        self.indices = None  # set by build_loaders for a subset: rows of the full split
         self._gen = torch.Generator()
         self.loader = DataLoader(
             dataset,

@@ -218,9 +218,8 @@ def color_jitter(
 
 
 def augment_batch(x: torch.Tensor, augment: str, gen: torch.Generator) -> torch.Tensor:
-    """uint8 (N, 3, H, W) -> float32 in [0, 1], augmented as ``augment`` (paper|standard|none)."""
-    if augment not in tf.AUGMENTS:
-        raise ValueError(f"augment must be one of {tf.AUGMENTS}, got {augment!r}")
+    """uint8 (N, 3, H, W) -> float32 in [0, 1], augmented as ``augment`` (paper|standard|none;
+    checked by :class:`DeviceLoader`, which calls this per batch)."""
     if augment != "none":
         x = crop_flip(x, tf.CROP_PADDING, tf.FLIP_P, gen)
     x = x.float().div_(255)
@@ -254,8 +253,7 @@ class DeviceLoader:
         channels_last: bool = False,
         drop_last: bool = False,
     ):
-        if augment not in tf.AUGMENTS:
-            raise ValueError(f"augment must be one of {tf.AUGMENTS}, got {augment!r}")
+        tf.check_augment(augment)
         self.device = torch.device(device)
         if self.device.type == "cuda" and self.device.index is None:
             # Tensors land on cuda:<current>; the generator must name the same device.
@@ -272,7 +270,6 @@ class DeviceLoader:
         self.channels_last = channels_last
         self.drop_last = drop_last
         self.epoch = 0
-        self.indices = None  # set by build_loaders for a subset: rows of the full split
 
     @property
     def num_samples(self) -> int:

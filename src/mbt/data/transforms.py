@@ -80,6 +80,13 @@ def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, .
     return tuple(float(m) / 255 for m in mean), tuple(float(s) / 255 for s in std)
 
 
+def check_augment(augment: str) -> None:
+    """The one check of an ``augment`` name, at the data API's boundaries (build_loaders,
+    DeviceLoader, train_transform); the config checks it as an Enum before that."""
+    if augment not in AUGMENTS:
+        raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
+
+
 def train_transform(augment: str, mean, std) -> T.Compose:
     """PIL -> normalized float tensor for training, with the chosen augmentation."""
     from torchvision import transforms as T  # lazily: see mbt.data.cifar.CifarSpec.tv_class
@@ -94,10 +101,9 @@ def train_transform(augment: str, mean, std) -> T.Compose:
         ]
     elif augment == "standard":
         aug = [T.RandomCrop(CROP_SIZE, padding=CROP_PADDING), T.RandomHorizontalFlip(FLIP_P)]
-    elif augment == "none":
-        aug = []
     else:
-        raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
+        check_augment(augment)
+        aug = []
     return T.Compose([*aug, T.ToTensor(), T.Normalize(mean, std)])
 
 
