@@ -25,7 +25,7 @@ SWEEP = protocol=$(PROTOCOL) hydra/launcher=$(LAUNCHER) paths.ledger=$(LEDGER) $
 TRAIN := $(PY) -m mbt.train
 REPORT = $(PY) -m mbt.report --ledger $(LEDGER)
 
-.PHONY: help install test test-slow test-slurm lint demo reproduce-toy reproduce-fig2a clean \
+.PHONY: help install test test-integration test-slow test-slurm lint demo reproduce-toy reproduce-fig2a clean \
 	reproduce-table1 reproduce-table2 reproduce-table3 reproduce-fig2 reproduce-fig2b reproduce-fig3 \
 	reproduce-autolr reproduce-all report bench gpu-check
 
@@ -41,11 +41,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-test: install ## run the fast test suite (no GPU, no download; see the README for the measured time)
+test: install ## the fast suite: in-process tests on tiny models (no GPU, no download; README: measured time)
 	$(PY) -m pytest
 
-test-slow: install ## also run the slow real-data tests (needs ../shared/data/cifar-head)
-	$(PY) -m pytest -m 'not gpu'
+test-integration: install ## entrypoints in fresh processes as a user runs them, and the full-size paper models
+	$(PY) -m pytest -m 'integration and not slow and not gpu and not slurm'
+
+test-slow: install ## everything but the GPU and SLURM tests, slow real-data runs included (needs ../shared/data/cifar-head)
+	$(PY) -m pytest -m 'not gpu and not slurm'
 
 test-slurm: install ## SLURM tests through hydra/launcher=slurm (brings up a one-node cluster if none answers)
 	@state=$$(mktemp -d "$${TMPDIR:-/tmp}/mbt-slurm.XXXXXX"); \

@@ -22,6 +22,7 @@ SECTIONS = ("# Benchmark", "## 1. Training throughput", "## 2. MBT-NAG against N
             "## 3. FLOPs and MFU", "## 4. Accuracy parity")
 
 
+@pytest.mark.integration
 def test_smallest_cpu_run_writes_the_report(tmp_path, capsys):
     assert main(["--smallest", "--device", "cpu", "--out", str(tmp_path),
                  "--ledger", str(tmp_path / "ledger.jsonl")]) == 0

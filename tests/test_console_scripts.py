@@ -41,6 +41,7 @@ def test_expected_scripts_are_declared():
     assert set(SCRIPTS) == {"mbt-train", "mbt-find-lr", "mbt-report", "mbt-toy", "mbt-bench"}
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
 def test_help_exits_zero(name, tmp_path):
     proc = _run([str(_script(name)), "--help"], tmp_path)
@@ -49,6 +50,7 @@ def test_help_exits_zero(name, tmp_path):
     assert not list(tmp_path.iterdir()), "--help must not write anything"
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_mbt_train_bash_completion(tmp_path):
     """Hydra's ``-sc install=bash`` script, evaluated in bash, completes ``optim=ad``
@@ -71,6 +73,7 @@ def test_mbt_train_bash_completion(tmp_path):
     assert all(r.startswith("optim=ad") for r in replies), replies
 
 
+@pytest.mark.integration
 def test_report_exit_code_reaches_the_shell(tmp_path):
     """``mbt.report.__main__:main`` returns an int; the script exits with it (1: no runs,
     2: no ledger at all)."""

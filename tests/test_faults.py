@@ -86,6 +86,7 @@ def test_full_ledger_disk_leaves_the_ledger_whole_and_exits_nonzero(compose, cif
                                                                             record["run_key"]]
 
 
+@pytest.mark.integration
 def test_full_tmpfs_is_found_before_training(cifar10_root, tmp_path):
     with tmpfs(tmp_path / "small", "64k") as small:
         _fill(small, leave=0)
@@ -135,6 +136,7 @@ def test_migration_rekeys_old_records_to_the_key_a_rerun_would_use(compose, cifa
 
 # --- 3. two sweeps on one ledger --------------------------------------------------------------
 
+@pytest.mark.integration
 def test_second_process_on_the_same_cell_waits_then_skips(compose, cifar10_root, tmp_path):
     import fcntl
 
@@ -260,6 +262,7 @@ def test_stale_temp_files_are_removed_at_startup(compose, cifar10_root, tmp_path
     assert "stale temporary file" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_read_only_runs_directory_is_found_before_training(cifar10_root, tmp_path):
     with tmpfs(tmp_path / "ro", "1m", "ro") as ro:
         proc = run_module("mbt.train", *plumbing(cifar10_root, ro / "runs"),
@@ -271,6 +274,7 @@ def test_read_only_runs_directory_is_found_before_training(cifar10_root, tmp_pat
 
 # --- 7. W&B with credentials and no network ---------------------------------------------------
 
+@pytest.mark.integration
 def test_wandb_without_network_falls_back_to_offline_in_bounded_time(cifar10_root, tmp_path):
     env = {"WANDB_API_KEY": "0" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9",
            "WANDB_MODE": None}
@@ -308,6 +312,7 @@ def test_malicious_cifar_pickle_is_refused_without_running(tmp_path):
 
 # --- 9. one invalid cell does not abort a sweep ----------------------------------------------
 
+@pytest.mark.integration
 def test_invalid_cell_is_skipped_and_the_sweep_goes_on(cifar10_root, tmp_path):
     proc = run_module("mbt.train", "--multirun", *plumbing(cifar10_root, tmp_path / "runs"),
                       "optim.lr=0.05,-1,0.02", f"hydra.sweep.dir={tmp_path}/multirun",
@@ -321,6 +326,7 @@ def test_invalid_cell_is_skipped_and_the_sweep_goes_on(cifar10_root, tmp_path):
 
 # --- 10/11. one-line errors and nonsense refused -----------------------------------------------
 
+@pytest.mark.integration
 @pytest.mark.parametrize(("override", "needle"), [
     ("trainer.device=cuda", "CUDA is not available"),
     ("optim.lr=inf", "finite"),
@@ -353,6 +359,7 @@ def test_checkpoint_without_model_falls_back_and_resume_names_the_file(compose, 
     assert record["epochs_completed"] == 3
 
 
+@pytest.mark.integration
 def test_sigint_is_one_line_and_exit_130(cifar10_root, tmp_path):
     # Far more epochs than it can finish: the signal always lands mid-run.
     args = [*plumbing(cifar10_root, tmp_path / "runs", epochs=100_000), "trainer.eval_every=0"]
@@ -377,6 +384,7 @@ def test_sigint_is_one_line_and_exit_130(cifar10_root, tmp_path):
     assert err.strip().splitlines()[-1].startswith("interrupted")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(("override", "needle"), [
     ("function=foo", "expected one of"),
     ("method=bar", "expected one of"),

@@ -22,6 +22,7 @@ def _script():
     return module
 
 
+@pytest.mark.integration
 def test_dry_run_writes_every_section(tmp_path):
     gpu_check = _script()
     assert gpu_check.main(["--dry", "--out", str(tmp_path)]) == 0

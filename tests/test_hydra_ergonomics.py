@@ -20,6 +20,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 # --- one place per run ---------------------------------------------------------------------
+@pytest.mark.integration
 def test_job_dir_and_run_dir_link_and_the_job_log_holds_the_epochs(cifar10_root, tmp_path):
     over = [o for o in plumbing(cifar10_root, tmp_path / "runs", epochs=2)
             if not o.startswith("trainer.progress=")]
@@ -56,6 +57,7 @@ def test_a_run_without_hydra_links_nothing(compose, cifar10_root, tmp_path):
 _GROUPS = ("model", "data", "optim", "logger", "protocol", "experiment", "hydra/launcher")
 
 
+@pytest.mark.integration
 def test_help_lists_every_user_facing_option_once_and_no_internal_one(tmp_path):
     proc = run_module("mbt.train", "--help", cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -72,6 +74,7 @@ def test_help_lists_every_user_facing_option_once_and_no_internal_one(tmp_path):
 
 
 # --- errors that say what to do --------------------------------------------------------------
+@pytest.mark.integration
 def test_plus_experiment_says_to_drop_the_plus(tmp_path):
     proc = run_module("mbt.train", "+experiment=table2", "logger=none", cwd=tmp_path,
                       timeout=120)
@@ -106,6 +109,7 @@ def _without(tmp_path: Path, *modules: str, hide_plugins: bool = False) -> dict:
     return {"PYTHONPATH": str(site), "HYDRA_FULL_ERROR": None}
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(("launcher", "hide_plugins"), [
     ("slurm", True),        # Hydra: could not load hydra/launcher/submitit_slurm
     ("local_gpus", True),   # Hydra: unknown plugin class ...submitit_launcher.LocalLauncher
@@ -120,6 +124,7 @@ def test_launcher_without_its_extra_names_the_extra(tmp_path, cifar10_root, laun
     assert not (tmp_path / "runs").exists()  # no job ran, no data was loaded
 
 
+@pytest.mark.integration
 def test_optimizer_without_its_extra_names_the_extra_before_any_data(tmp_path):
     env = _without(tmp_path, "prodigyopt")
     proc = run_module("mbt.train", "optim=prodigy", f"data.root={tmp_path}/nowhere",

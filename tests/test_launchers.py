@@ -47,6 +47,7 @@ main()
 '''
 
 
+@pytest.mark.integration
 @needs_flock
 def test_local_gpus_runs_one_job_per_gpu(tmp_path):
     (tmp_path / "app.py").write_text(APP)
@@ -173,6 +174,7 @@ def test_task_kind_and_job_device():
     assert device(gpus_per_node=None, cpus_per_task=1) == device(gpus_per_node=0) == "cpu"
 
 
+@pytest.mark.integration
 @needs_flock
 def test_relaunch_submits_only_the_cells_not_in_the_ledger(finished, cifar10_root):
     """LAUNCHER=local_gpus (submitit's local executor; no GPU here): a sweep of a finished

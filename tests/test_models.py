@@ -24,7 +24,19 @@ PARAM_COUNTS = {
     ("tiny", 10): 1_586,
     ("tiny", 100): 3_116,
 }
-CASES = sorted(PARAM_COUNTS, key=lambda c: (MODEL_NAMES.index(c[0]), c[1]))
+# First calls per conv shape are slow on a CPU (oneDNN builds a kernel for each):
+# DenseNet121 alone takes ~20 s here. The fast suite checks ResNet18 and tiny; the
+# integration tier (make test-integration, .ci/run) the other paper models.
+_FAST = ("resnet18", "tiny")
+
+
+def _tiered(name: str, *values):
+    marks = () if name in _FAST else (pytest.mark.integration,)
+    return pytest.param(name, *values, marks=marks, id="-".join(map(str, (name, *values))))
+
+
+CASES = [_tiered(*c) for c in sorted(PARAM_COUNTS, key=lambda c: (MODEL_NAMES.index(c[0]), c[1]))]
+MODELS_TIERED = [_tiered(name) for name in MODEL_NAMES]
 
 
 @pytest.fixture(autouse=True)
@@ -69,7 +81,7 @@ def test_model(name, num_classes):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", MODELS_TIERED)
 def test_other_input_size(name):
     # Global pooling is adaptive, so inputs other than 32x32 work too (40x40 ends on 5x5 maps,
     # which kuangliu's fixed avg_pool(4) would crop). Small size: first calls per shape are slow.

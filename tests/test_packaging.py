@@ -239,6 +239,7 @@ def test_lr_range_test_is_exported(name):
     assert getattr(mbt.optim, name) is getattr(importlib.import_module("mbt.optim.lr_range"), name)
 
 
+@pytest.mark.integration
 def test_entrypoints_import_no_torchvision_before_data_is_read():
     # `import torchvision` costs ~2 s (its ops import torch._dynamo); a config error, --help
     # or a toy run must not pay it, so mbt.data imports it where data is read.

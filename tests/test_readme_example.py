@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -24,6 +26,7 @@ def _expected_output(code: str) -> list[str]:
     return [line[2:] for line in shown]
 
 
+@pytest.mark.integration
 def test_readme_optimizer_example_prints_what_it_shows(tmp_path):
     code = _first_python_block()
     assert "from mbt.optim import" in code

@@ -19,6 +19,7 @@ def sweep(*overrides: str, cwd) -> subprocess.CompletedProcess:
                           env={**os.environ, "WANDB_MODE": "offline"})
 
 
+@pytest.mark.integration
 def test_smoke_sweep_via_submitit_local_is_idempotent(cifar10_root, tmp_path):
     args = ["experiment=table2", "protocol=smoke", "hydra/launcher=submitit_local",
             f"data.root={cifar10_root}", f"paths.runs={tmp_path / 'runs'}", "data.subset=32",

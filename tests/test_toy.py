@@ -180,6 +180,7 @@ def test_no_progress_is_silent(capsys):
 
 # --- the CLI contract -------------------------------------------------------------------
 
+@pytest.mark.integration
 def test_cli_last_line_is_the_json_contract(tmp_path):
     proc = run_cli("function=quartic", "method=unbounded", "start=[0.1,15]", "alpha=0.5",
                    "beta=0.7", "lr0=1", f"out={tmp_path}", cwd=tmp_path)
@@ -195,6 +196,7 @@ def test_cli_last_line_is_the_json_contract(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["quartic_unbounded.csv"]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("override,needle", [
     ("method=newton", "method"),
     ("beta=1.5", "beta"),

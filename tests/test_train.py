@@ -33,6 +33,7 @@ def tiny_overrides(root: Path, runs: Path, model: str = "tiny") -> list[str]:
             "data.augment=standard", f"model={model}"]
 
 
+@pytest.mark.integration
 def test_mbt_nag_two_epochs_ledger_checkpoint_and_wandb(compose, cifar10_root, tmp_path):
     # The paper's ResNet18 end to end once; the other tests use model=tiny.
     cfg = compose(*tiny_overrides(cifar10_root, tmp_path, "resnet18"), "optim=mbt_nag",
@@ -130,6 +131,7 @@ def test_checkpoint_unreadable_everywhere_starts_over(tmp_path):
     assert len(notes) == 1 and "starting over" in notes[0]
 
 
+@pytest.mark.integration
 def test_killed_process_resumes_and_ledger_has_one_record(cifar10_root, tmp_path):
     over = [*tiny_overrides(cifar10_root, tmp_path), "optim=sgd", "logger=none",
             "trainer.epochs=3"]
@@ -152,6 +154,7 @@ def test_killed_process_resumes_and_ledger_has_one_record(cifar10_root, tmp_path
     assert len(list(ledger.read(tmp_path / "ledger.jsonl"))) == 1
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("override,needle", [
     ("optim.lr=-1", "optim.lr must be > 0"),
     ("trainer.batch_size=0", "trainer.batch_size must be > 0"),
@@ -167,6 +170,7 @@ def test_bad_config_exits_nonzero_with_one_clear_line(tmp_path, override, needle
         assert "resnet18" in lines[0], "the valid names are listed"
 
 
+@pytest.mark.integration
 def test_missing_data_is_one_line(tmp_path):
     proc = run_cli(f"data.root={tmp_path / 'nowhere'}", "logger=none",
                    f"paths.runs={tmp_path}", cwd=tmp_path, timeout=120)
@@ -176,6 +180,7 @@ def test_missing_data_is_one_line(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.integration
 def test_cli_json_last_line_and_no_secret_anywhere(cifar10_root, tmp_path):
     secret = "sekrit-0123456789abcdef"
     proc = run_cli(*tiny_overrides(cifar10_root, tmp_path / "runs"), "optim=sgd",
