@@ -250,3 +250,85 @@ def test_entrypoints_import_no_torchvision_before_data_is_read():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=120).stdout
     assert out.strip() == "[]"
+
+
+# Layers of src/mbt, lowest first (longest module prefix wins). A module imports, at module
+# level, only from lower layers or its own package: data flows config -> train loop ->
+# ledger + W&B -> report, and the report reads only the ledger (DEVELOPERS.md).
+LAYERS = {
+    "mbt": 0, "mbt.config_paths": 0, "mbt.settle": 0, "mbt.ledger": 0, "mbt.tracking": 0,
+    "mbt.checkpoint": 0,
+    "mbt.runinfo": 1, "mbt.optim": 1, "mbt.models": 1, "mbt.data": 1, "mbt.report": 1,
+    "mbt.loop": 2, "mbt.config": 2, "mbt.toy": 2,
+    "mbt.run": 3,
+    "mbt.entry": 4,
+    "mbt.train": 5, "mbt.find_lr": 5, "mbt.launchers": 5, "mbt.ledger_migrate": 5,
+    "mbt.bench": 5, "mbt.toy.__main__": 5, "mbt.report.__main__": 5,
+}
+
+
+def _module_imports() -> dict[str, set[str]]:
+    """Module -> the mbt modules it imports at module level (TYPE_CHECKING blocks and
+    imports inside functions excluded: they do not run at import time)."""
+    graph: dict[str, set[str]] = {}
+    modules = {".".join(p.relative_to(SRC.parent).with_suffix("").parts).removesuffix(
+        ".__init__") for p in SRC.rglob("*.py")}
+    for path in SRC.rglob("*.py"):
+        name = ".".join(path.relative_to(SRC.parent).with_suffix("").parts)
+        package = name.removesuffix(".__init__") if path.name == "__init__.py" \
+            else name.rpartition(".")[0]
+        name = name.removesuffix(".__init__")
+        out = graph.setdefault(name, set())
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                continue
+            for n in node.body if isinstance(node, ast.Try) else [node]:
+                if isinstance(n, ast.Import):
+                    out |= {a.name for a in n.names if a.name.split(".")[0] == "mbt"}
+                elif isinstance(n, ast.ImportFrom):
+                    base = package.split(".")[:len(package.split(".")) - n.level + 1] \
+                        if n.level else []
+                    target = ".".join([*base, *([n.module] if n.module else [])])
+                    if target.split(".")[0] != "mbt":
+                        continue
+                    subs = {f"{target}.{a.name}" for a in n.names} & modules
+                    out |= subs or {target}
+    return graph
+
+
+def _layer(module: str) -> tuple[str, int]:
+    key = max((k for k in LAYERS if module == k or module.startswith(k + ".")), key=len)
+    return key, LAYERS[key]
+
+
+def test_imports_go_down_the_layers_and_have_no_cycle():
+    graph = _module_imports()
+    upward = []
+    for src, targets in graph.items():
+        (src_key, src_rank) = _layer(src)
+        for dst in targets:
+            dst_key, dst_rank = _layer(dst)
+            same_package = dst_key == src_key or dst.startswith(src_key + ".") or \
+                src.startswith(dst_key + ".") and dst_key != "mbt"
+            if not same_package and dst_rank >= src_rank and dst != "mbt":
+                upward.append(f"{src} -> {dst}")
+    assert not upward, upward
+    # The report never re-trains: it reads the ledger (and W&B), not the training code.
+    report_reads = {f"{m} -> {t}" for m, ts in graph.items() if m.startswith("mbt.report")
+                    for t in ts if _layer(t)[0] not in ("mbt.report", "mbt.report.__main__",
+                                                        "mbt.ledger", "mbt.settle",
+                                                        "mbt.tracking", "mbt")}
+    assert not report_reads, report_reads
+    state: dict[str, int] = {}
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for n in sorted(graph.get(m, ())):
+            assert state.get(n) != 1, "import cycle: " + " -> ".join([*path, m, n])
+            if n not in state:
+                visit(n, [*path, m])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [])
