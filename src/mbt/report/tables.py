@@ -274,17 +274,18 @@ def _slices_md(rows: list[dict], extras: list[str]) -> list[str]:
     same init's one-slice value."""
     if not extras:
         return []
-    body = []
+    keyed = []
     for v in extras:
-        base = v.split("+")[0]
-        for r in rows:
+        base, k = v.split("+slices")
+        for i, r in enumerate(rows):
             m, one = r.get(f"{v}_ours_mean"), r.get(f"{base}_ours_mean")
             if m is None:
                 continue
-            body.append([r["batch_size"], r["lr"], r["paper"], base, _num(one, ".4f"),
-                         v.split("+slices")[1], _with_n(r, v),
-                         _num(m / one if one else None, ".2f"),
-                         _num(r.get(f"{v}_ratio"), ".2f"), _num(r.get(f"{base}_ratio"), ".2f")])
+            keyed.append(((i, base, int(k)), [
+                r["batch_size"], r["lr"], r["paper"], base, _num(one, ".4f"), k, _with_n(r, v),
+                _num(m / one if one else None, ".2f"), _num(r.get(f"{v}_ratio"), ".2f"),
+                _num(r.get(f"{base}_ratio"), ".2f")]))
+    body = [line for _, line in sorted(keyed, key=lambda t: t[0])]  # cell by cell, then k
     return ["## BatchNorm statistics over k slices of each mini-batch (`optim.builder."
             "bn_slices=k`, as the code's `DataParallel` on k GPUs)", "",
             *md_table(["batch", "start lr", "paper", "init", "1 slice", "k", "k slices (n)",
