@@ -13,6 +13,7 @@ Fig. 3: the learning rate MBT-MMT and MBT-NAG use in each epoch, ResNet18, (a) C
 from __future__ import annotations
 
 import logging
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -224,7 +225,7 @@ def fig2b(sel: Selection, ctx: Context) -> list[Path]:
     else:
         ks = sorted(run.settle for run in settled)
         ours = (f"**Ours**: {len(settled)} of {len(runs)} runs settle"
-                + (f", after iterate {ks[0]}–{ks[-1]} (median {ks[len(ks) // 2]})"
+                + (f", after iterate {ks[0]}–{ks[-1]} (median {statistics.median(ks):g})"
                    if ks else "") + "; " + "; ".join(
                        ", ".join(run.parts(varying)) + ": " + _fig2b_sentence(run)
                        for run in runs) + ".")
