@@ -94,8 +94,10 @@ def select(records: Iterable[dict], spec: Target, protocol: str | None = None) -
     Targets that do not show every variant take the plain runs only (torch init, one
     BatchNorm slice)."""
     target, cell_of, shared = spec.name, spec.cell_of, spec.shared
-    records = [r for r in records if r.get("kind", "train") == spec.kind]
-    if not spec.both_inits:
+    experiments = {target, *(shared.experiments if shared else ())}
+    records = [r for r in records
+               if r.get("kind", "train") == spec.kind and _experiments(r) & experiments]
+    if not spec.both_inits:  # after the experiment filter: warn only of the target's runs
         other_variants = [r for r in records if variant(r) != "torch"]
         if other_variants:
             log.warning("%s: %s with model.bn_init other than torch or optim.builder."
