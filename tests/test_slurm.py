@@ -142,8 +142,9 @@ def sweep(partition, tmp_path_factory, cifar10_root):
     name = _name("sweep")
     overrides = [f"data.root={cifar10_root}", f"paths.runs={work / 'runs'}", "trainer.epochs=3",
                  "optim.lr=0.1,0.05,0.02,-1", "hydra.launcher.array_parallelism=2"]
-    out = _finish(_start(_argv(partition, name, work, *overrides), work), name)
-    return SimpleNamespace(work=work, name=name, overrides=overrides, out=out,
+    proc = _start(_argv(partition, name, work, *overrides), work)
+    out = _finish(proc, name)
+    return SimpleNamespace(work=work, name=name, overrides=overrides, out=out, rc=proc.returncode,
                            dir=work / "multirun" / name, jobs=_sacct(name),
                            records=list(ledger.read(work / "runs" / "ledger.jsonl")))
 
@@ -159,6 +160,9 @@ def test_a_failing_cell_does_not_stop_the_others(sweep):
     errors = {k: v for k, v in _logs(sweep.dir).items() if re.search(r"error: .*optim\.lr", v)}
     assert len(errors) == 1, _logs(sweep.dir)
     assert len(sweep.records) == 3  # the three valid cells ran to the end
+    # ...and the launcher says so: exit 1, its last line the failed cell's error.
+    assert sweep.rc == 1, sweep.out[-3000:]
+    assert "error: a cell of the sweep failed in its job:" in sweep.out.strip().splitlines()[-1]
 
 
 def test_jobs_run_concurrently_up_to_array_parallelism(sweep):
@@ -174,7 +178,9 @@ def test_relaunch_submits_no_job_for_a_cell_in_the_ledger(sweep, partition):
     ckpts = {p: p.stat().st_mtime_ns for p in (sweep.work / "runs").glob("*/last.pt")}
     ledger_file = sweep.work / "runs" / "ledger.jsonl"
     name = _name("again")
-    out = _finish(_start(_argv(partition, name, sweep.work, *sweep.overrides), sweep.work), name)
+    proc = _start(_argv(partition, name, sweep.work, *sweep.overrides), sweep.work)
+    out = _finish(proc, name)
+    assert proc.returncode == 1, out[-3000:]  # the invalid cell fails again
     assert f"3 of 4 cells already in {ledger_file}: not submitted" in out, out[-3000:]
     assert len(_sacct(name)) == 1, out[-3000:]  # the lr -1 cell's, as job number 3
     logs = _logs(sweep.work / "multirun" / name)

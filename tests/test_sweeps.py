@@ -1,4 +1,5 @@
-"""Hydra multirun sweeps are idempotent, also through the submitit_local launcher."""
+"""Hydra multirun sweeps are idempotent, also through the submitit_local launcher, and a
+failing cell of a submitit sweep fails the launcher (not only its own job's log)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,21 @@ def test_smoke_sweep_via_submitit_local_is_idempotent(cifar10_root, tmp_path):
     again = sweep(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(list(ledger.read(tmp_path / "runs" / "ledger.jsonl"))) == 2
+
+
+@pytest.mark.integration
+def test_failing_cell_of_a_submitit_sweep_fails_the_launcher(cifar10_root, tmp_path):
+    # Each cell is a job of its own process: a failure used to end the job as a success,
+    # leaving the launcher's exit status 0 with the error only in the job's log.
+    args = ["hydra/launcher=submitit_local", f"data.root={cifar10_root}",
+            f"paths.runs={tmp_path / 'runs'}", "data.subset=32", "trainer.batch_size=32",
+            "trainer.epochs=1", "logger=none", "optim=sgd", "model=tiny", "optim.lr=0.1,-1",
+            f"hydra.sweep.dir={tmp_path / 'multirun'}"]
+    proc = sweep(*args, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: a cell of the sweep failed in its job:") and "lr" in last
+    assert "optim.lr=-1" in proc.stderr  # Hydra's line naming the failed job's overrides
+    assert [r["lr"] for r in ledger.read(tmp_path / "runs" / "ledger.jsonl")] == [0.1]
+    job_logs = "".join(p.read_text() for p in (tmp_path / "multirun").rglob("*_log.err"))
+    assert "error:" in job_logs and "Traceback" not in last

@@ -6,7 +6,9 @@
   a launcher whose extra is not installed -> the ``pip install`` to run).
 * Ctrl-C is one line and exit 130 (the checkpoint of the last whole epoch stays).
 * In a multirun, a cell that fails that way is reported and skipped; the sweep goes on
-  and the process exits non-zero at the end, naming the failed cells.
+  and the process exits non-zero at the end, naming the failed cells. Under a submitit
+  launcher (SLURM, submitit_local) each cell is its own job: the job logs its ``error:``
+  line and fails, the other jobs run, and the launching process exits 1 with one line.
 * The job's result (a ledger record) is the last stdout line, as JSON.
 """
 
@@ -35,6 +37,7 @@ __all__ = ["one_line_errors", "run_and_print"]
 
 # (exit code, error types) for errors whose message is already one line.
 _KNOWN = ((2, (ConfigError, DataError)), (1, (LedgerError, RunIOError, CheckpointError)))
+_KNOWN_TYPES = tuple(t for _, types in _KNOWN for t in types)
 # Cells of the current multirun that failed: (job number, overrides, message).
 _FAILED: list[tuple[str, str, str]] = []
 
@@ -51,11 +54,17 @@ def run_and_print(job: Callable[[DictConfig], dict], cfg: DictConfig) -> None:
         print("interrupted: the last whole epoch is checkpointed; run the same command "
               "again to resume", file=sys.stderr, flush=True)
         sys.exit(130)
-    except tuple(t for _, types in _KNOWN for t in types) as err:
+    except _KNOWN_TYPES as err:
         code = next(c for c, types in _KNOWN if isinstance(err, types))
         print(f"error: {err}", file=sys.stderr, flush=True)
         if not _multirun():
             sys.exit(code)
+        if os.environ.get("SUBMITIT_EXECUTOR"):
+            # A submitit job is a process of its own: returning would end it as a success
+            # and the launcher would exit 0. Raised, the error marks the job's JobReturn
+            # failed; Hydra's sweeper re-raises it in the launching process once every job
+            # of the batch has run, and one_line_errors prints it there.
+            raise
         job_cfg = HydraConfig.get().job
         _FAILED.append((str(job_cfg.num), " ".join(job_cfg.override_dirname.split(",")),
                         str(err)))
@@ -126,6 +135,12 @@ def one_line_errors(hydra_main: Callable[[], None]) -> Callable[[], None]:
             except (HydraException, OmegaConfBaseException) as err:
                 print(f"error: {_condense(err)}{_hint(err)}", file=sys.stderr, flush=True)
                 sys.exit(2)
+            except _KNOWN_TYPES as err:  # a submitit job's, re-raised by Hydra's sweeper
+                print(f"error: a cell of the sweep failed in its job: {err} (Hydra names its "
+                      "overrides above; the batch's other jobs ran, their records are in the "
+                      "ledger; each job's log is under the sweep dir's .submitit/)",
+                      file=sys.stderr, flush=True)
+                sys.exit(1)
             except (ImportError, RuntimeError) as err:
                 if not _missing_launcher(err):
                     raise
