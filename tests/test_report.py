@@ -12,7 +12,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from mbt import ledger
-from mbt.report import build, load_ledger, paper, write_index
+from mbt.report import build, load_ledger, paper, status_line, write_index
 from mbt.report.__main__ import main
 from mbt.report.common import Context, fmt_lr
 from mbt.report.figures import fig2b_settling
@@ -247,6 +247,9 @@ def test_table1_keeps_bn_slices_searches_apart_and_beside_their_one_slice_cell(t
     # a report that shows plain runs only leaves a sliced search out, like a legacy one
     plain_only = dataclasses.replace(by_name("table1"), both_inits=False)
     assert select(load_ledger(path), plain_only).records == []
+    # the index counts (batch, lr) cells once and says what each variant covers
+    assert "3 runs in 2 cells (per variant: legacy 2, legacy+slices2 1)" in status_line(
+        select(load_ledger(path), by_name("table1")))
 
 
 # --- figures ------------------------------------------------------------------------------------

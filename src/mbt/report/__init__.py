@@ -19,7 +19,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .common import Context, ReportError, plural
+from .common import Context, ReportError, plural, variant
 from .selection import Selection, load_ledger, select
 from .targets import OTHER_RESULTS, TARGETS, by_name, names
 from .wandb_source import load_wandb
@@ -76,10 +76,25 @@ def status_line(sel: Selection) -> str:
     flags = [f for f, on in (("SYNTHETIC data", any(r.get("synthetic") for r in sel.records)),
                              ("partial data", any((r.get("data") or {}).get("partial")
                                                   for r in sel.records))) if on]
-    parts = [sel.protocol or "?",
-             f"{plural(len(sel.records), 'run')} / {plural(sel.cells, 'cell')}",
+    parts = [sel.protocol or "?", _runs_and_cells(sel),
              f"seeds {' '.join(seeds)}", f"commit {', '.join(commits) or '?'}", *flags]
     return " · ".join(parts)
+
+
+def _runs_and_cells(sel: Selection) -> str:
+    """``75 runs / 75 cells``; with several variants (BatchNorm init, slices), the cells
+    counted as the target's own (batch size, lr, ...) and the cells each variant covers,
+    so a variant's searches do not read as extra cells."""
+    runs = plural(len(sel.records), "run")
+    by_variant: dict[str, set] = {}
+    for r in sel.records:
+        by_variant.setdefault(variant(r), set()).add(sel.spec.cell_of(r) if sel.spec else None)
+    if sel.spec is None or len(by_variant) < 2:
+        return f"{runs} / {plural(sel.cells, 'cell')}"
+    cells = len(set().union(*by_variant.values()))
+    per = ", ".join(f"{v} {len(c)}" for v, c in sorted(by_variant.items(),
+                                                       key=lambda kv: (-len(kv[1]), kv[0])))
+    return f"{runs} in {plural(cells, 'cell')} (per variant: {per})"
 
 
 def write_index(out: str | Path, records: list[dict], *, protocol: str | None = None,
