@@ -330,8 +330,8 @@ def test_fig2b_several_runs_table_and_legend(tmp_path, monkeypatch):
     assert len(result.selection.records) == 5 and result.selection.cells == 4
     md = (tmp_path / "fig2b.md").read_text()
     # one row per run: torch init first, then α ascending, δ0 descending, seed
-    assert """| BatchNorm init | α | δ0 (start lr) | subset seed | images | iterates | \
-settles after iterate | lr constant at iterates | lr changes | first lr | final lr | \
+    assert """| BatchNorm init | α | δ0 (start lr) | seed (subset and weights) | images | \
+iterates | settles after iterate | lr constant at iterates | lr changes | first lr | final lr | \
 train loss (first → final) | status |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|
 | torch | 1e-4 | 1 | 0 | 500 | 4 | 1 | 2–4 | 1 | 0.5 | 0.25 | 2.3 → 2 | finished |

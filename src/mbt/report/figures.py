@@ -2,10 +2,10 @@
 
 Fig. 2(b): the learning rate of Two-way Backtracking GD against the iterate, full batch
 (ResNet18 on 500 CIFAR10 images), one curve per run (BatchNorm init, α, start lr δ0 and
-subset seed vary between runs), and where each run settles: :func:`fig2b_settling`, the
-settling iterate of :mod:`mbt.settle` that Figure 2(a) uses too. A full-batch epoch is one
-step, so ``history["lr"]`` is one value per iterate; where a run kept ``step_lrs`` those
-are concatenated instead.
+the seed, which draws both the subset and the weights, vary between runs), and where each
+run settles: :func:`fig2b_settling`, the settling iterate of :mod:`mbt.settle` that
+Figure 2(a) uses too. A full-batch epoch is one step, so ``history["lr"]`` is one value
+per iterate; where a run kept ``step_lrs`` those are concatenated instead.
 Fig. 3: the learning rate MBT-MMT and MBT-NAG use in each epoch, ResNet18, (a) CIFAR10,
 (b) CIFAR100. Figures use ``matplotlib.figure.Figure`` directly: no pyplot, no display.
 """
@@ -242,8 +242,8 @@ def fig2b(sel: Selection, ctx: Context) -> list[Path]:
     lines = header("Figure 2(b): learning rate of Two-way Backtracking GD vs iterate, full "
                    "batch", sel, ctx, [f"**Paper**: {claim}.", ours, definition, *notes])
     lines += ["![fig2b](fig2b.png)", "",
-              *md_table(["BatchNorm init", "α", "δ0 (start lr)", "subset seed", "images",
-                         "iterates", "settles after iterate", "lr constant at iterates",
+              *md_table(["BatchNorm init", "α", "δ0 (start lr)", "seed (subset and weights)",
+                         "images", "iterates", "settles after iterate", "lr constant at iterates",
                          "lr changes", "first lr", "final lr", "train loss (first → final)",
                          "status"], rows), ""]
     return [write_md(out / "fig2b.md", lines), write_csv(out / "fig2b.csv",
