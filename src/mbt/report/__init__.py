@@ -87,9 +87,9 @@ def _runs_and_cells(sel: Selection) -> str:
     so a variant's searches do not read as extra cells."""
     runs = plural(len(sel.records), "run")
     by_variant: dict[str, set] = {}
-    for r in sel.records:
-        by_variant.setdefault(variant(r), set()).add(sel.spec.cell_of(r) if sel.spec else None)
-    if sel.spec is None or len(by_variant) < 2:
+    for r in sel.records if sel.spec is not None else ():
+        by_variant.setdefault(variant(r), set()).add(sel.spec.cell_of(r))
+    if len(by_variant) < 2:
         return f"{runs} / {plural(sel.cells, 'cell')}"
     cells = len(set().union(*by_variant.values()))
     per = ", ".join(f"{v} {len(c)}" for v, c in sorted(by_variant.items(),
