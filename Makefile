@@ -70,7 +70,7 @@ reproduce-toy: install ## Examples 3.6-3.7 and Fig. 2(a) at the paper's settings
 reproduce-fig2a: install ## Fig. 2(a) only -> results/fig2a.{png,csv,md}
 	$(PY) scripts/reproduce_toy.py --out results --only fig2a
 
-reproduce-table1: install ## Table 1: MBT-GD lr, 9 start lrs x 7 batch sizes (PROTOCOL=full|quick|smoke, LAUNCHER=basic|submitit_local|slurm)
+reproduce-table1: install ## Table 1: MBT-GD lr, 9 start lrs x 7 batch sizes (PROTOCOL=full|quick|smoke, LAUNCHER=basic|local_gpus|slurm)
 	$(PY) -m mbt.find_lr --multirun experiment=table1 $(SWEEP)
 	$(REPORT) table1 --protocol $(PROTOCOL)
 

@@ -247,9 +247,10 @@ def test_table1_keeps_bn_slices_searches_apart_and_beside_their_one_slice_cell(t
     # a report that shows plain runs only leaves a sliced search out, like a legacy one
     plain_only = dataclasses.replace(by_name("table1"), both_inits=False)
     assert select(load_ledger(path), plain_only).records == []
-    # the index counts (batch, lr) cells once and says what each variant covers
-    assert "3 runs in 2 cells (per variant: legacy 2, legacy+slices2 1)" in status_line(
-        select(load_ledger(path), by_name("table1")))
+    # the index and the header count (batch, lr) cells once and say what each variant covers
+    per_variant = "2 cells (per variant: legacy 2, legacy+slices2 1)"
+    assert f"3 runs / {per_variant}" in status_line(select(load_ledger(path), by_name("table1")))
+    assert f"| runs | 3 runs (finished); {per_variant} |" in md
 
 
 # --- figures ------------------------------------------------------------------------------------

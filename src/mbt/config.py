@@ -88,7 +88,7 @@ class TrainerConfig:
     epochs: int = MISSING
     batch_size: int = MISSING
     device: str = MISSING  # auto | cpu | cuda | cuda:N
-    channels_last: bool = MISSING  # only applied on CUDA
+    channels_last: bool = MISSING  # applied on CUDA, and on a CPU under amp_bf16
     amp_bf16: bool = MISSING  # bf16 autocast (CUDA, or a CPU with bf16); off until parity is shown
     compile: bool = MISSING  # torch.compile the model
     # Divergence (recorded as status "diverged"): a non-finite loss ends a run, as in the

@@ -196,7 +196,7 @@ def run_bench(s: Settings, command: str = "python -m mbt.bench") -> dict:
     ledger_path = parity_ledger(s.ledger)
     if device.type == "cpu" and s.channels_last:
         notes.append("The fast pipeline uses channels_last on CPU too (oneDNN); mbt.train "
-                     "applies channels_last on CUDA only.")
+                     "applies channels_last on CUDA, and on a CPU only under amp_bf16.")
     if device.type == "cpu" and not s.smallest and max(s.batch_sizes) < 800:
         notes.append("Batch 800 is left out on CPU (a single step takes about a minute here); "
                      "add it with --batch-sizes 12,50,200,800.")

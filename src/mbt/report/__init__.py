@@ -19,11 +19,11 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .common import Context, ReportError, plural, variant
+from .common import Context, ReportError, plural
 from .selection import Selection, load_ledger, select
 from .targets import OTHER_RESULTS, TARGETS, by_name, names
 from .wandb_source import load_wandb
-from .writers import commands, commits_of, guard, md_table, stamp, write_md
+from .writers import cells_phrase, commands, commits_of, guard, md_table, stamp, write_md
 
 __all__ = ["TARGETS", "BuildResult", "Context", "ReportError", "build", "load_ledger",
            "load_wandb", "missing_message", "names", "status_line", "write_index"]
@@ -82,19 +82,9 @@ def status_line(sel: Selection) -> str:
 
 
 def _runs_and_cells(sel: Selection) -> str:
-    """``75 runs / 75 cells``; with several variants (BatchNorm init, slices), the cells
-    counted as the target's own (batch size, lr, ...) and the cells each variant covers,
-    so a variant's searches do not read as extra cells."""
-    runs = plural(len(sel.records), "run")
-    by_variant: dict[str, set] = {}
-    for r in sel.records if sel.spec is not None else ():
-        by_variant.setdefault(variant(r), set()).add(sel.spec.cell_of(r))
-    if len(by_variant) < 2:
-        return f"{runs} / {plural(sel.cells, 'cell')}"
-    cells = len(set().union(*by_variant.values()))
-    per = ", ".join(f"{v} {len(c)}" for v, c in sorted(by_variant.items(),
-                                                       key=lambda kv: (-len(kv[1]), kv[0])))
-    return f"{runs} in {plural(cells, 'cell')} (per variant: {per})"
+    """``75 runs / 75 cells``, with several variants ``121 runs / 55 cells (per variant:
+    ...)``: the same count as the table's header (:func:`~mbt.report.writers.cells_phrase`)."""
+    return f"{plural(len(sel.records), 'run')} / {cells_phrase(sel)}"
 
 
 def write_index(out: str | Path, records: list[dict], *, protocol: str | None = None,

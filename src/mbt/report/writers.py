@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from .common import PROTOCOLS, Context, ReportError, get, plural
+from .common import PROTOCOLS, Context, ReportError, get, plural, variant
 from .selection import Selection
 
 __all__ = ["commands", "commits_of", "guard", "header", "md_table", "read_stamp", "stamp",
@@ -115,7 +115,7 @@ def header(title: str, sel: Selection, ctx: Context, notes: Iterable[str] = ()) 
             " (the same runs: the run key leaves out the experiment)"
     rows = [
         ("protocol", f"`{sel.protocol}`" + (f" (also in the source: {others})" if others else "")),
-        ("runs", run_line + "; " + plural(sel.cells, "cell")),
+        ("runs", run_line + "; " + cells_phrase(sel)),
         ("seeds", ", ".join(str(s) for s, _ in sorted(_values(rs, lambda r: r.get("seed")))
                             ) or "—"),
     ]
@@ -137,6 +137,22 @@ def header(title: str, sel: Selection, ctx: Context, notes: Iterable[str] = ()) 
     for note in notes:
         lines += [note, ""]
     return lines
+
+def cells_phrase(sel: Selection) -> str:
+    """``75 cells``; with several variants (BatchNorm init, slices), the target's own cells
+    (batch size, lr, ...) and the cells each variant covers, so that a variant's runs do
+    not read as extra cells. ``sel.cells`` (the overwrite guard's unit) counts each
+    (cell, variant) pair instead."""
+    by_variant: dict[str, set] = {}
+    for r in sel.records if sel.spec is not None else ():
+        by_variant.setdefault(variant(r), set()).add(sel.spec.cell_of(r))
+    if len(by_variant) < 2:
+        return plural(sel.cells, "cell")
+    cells = len(set().union(*by_variant.values()))
+    per = ", ".join(f"{v} {len(c)}" for v, c in sorted(by_variant.items(),
+                                                       key=lambda kv: (-len(kv[1]), kv[0])))
+    return f"{plural(cells, 'cell')} (per variant: {per})"
+
 
 def stamp(target: str, protocol: str | None, runs: int, cells: int) -> str:
     """The first line of every report .md: what it was built from, for the overwrite guard."""
