@@ -15,8 +15,8 @@ import pandas as pd
 from .common import PROTOCOLS, Context, ReportError, get, plural, variant
 from .selection import Selection
 
-__all__ = ["commands", "commits_of", "guard", "header", "md_table", "read_stamp", "stamp",
-           "write_csv", "write_md"]
+__all__ = ["cells_phrase", "commands", "commits_of", "guard", "header", "md_table", "read_stamp",
+           "stamp", "write_csv", "write_md"]
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,7 @@ def header(title: str, sel: Selection, ctx: Context, notes: Iterable[str] = ()) 
     for note in notes:
         lines += [note, ""]
     return lines
+
 
 def cells_phrase(sel: Selection) -> str:
     """``75 cells``; with several variants (BatchNorm init, slices), the target's own cells
