@@ -68,7 +68,8 @@ def missing_message(sel: Selection) -> str:
 
 
 def status_line(sel: Selection) -> str:
-    """``full · 75 runs · seeds 0 1 · commit abc12345`` or ``not run``."""
+    """``full · 75 runs / 75 cells · seeds 0 1 · commit abc12345`` or ``not run``; the cell
+    count is the table header's (:func:`~mbt.report.writers.cells_phrase`)."""
     if not sel.records:
         return "not run"
     seeds = sorted({str(r.get("seed")) for r in sel.records})
@@ -76,15 +77,9 @@ def status_line(sel: Selection) -> str:
     flags = [f for f, on in (("SYNTHETIC data", any(r.get("synthetic") for r in sel.records)),
                              ("partial data", any((r.get("data") or {}).get("partial")
                                                   for r in sel.records))) if on]
-    parts = [sel.protocol or "?", _runs_and_cells(sel),
+    parts = [sel.protocol or "?", f"{plural(len(sel.records), 'run')} / {cells_phrase(sel)}",
              f"seeds {' '.join(seeds)}", f"commit {', '.join(commits) or '?'}", *flags]
     return " · ".join(parts)
-
-
-def _runs_and_cells(sel: Selection) -> str:
-    """``75 runs / 75 cells``, with several variants ``121 runs / 55 cells (per variant:
-    ...)``: the same count as the table's header (:func:`~mbt.report.writers.cells_phrase`)."""
-    return f"{plural(len(sel.records), 'run')} / {cells_phrase(sel)}"
 
 
 def write_index(out: str | Path, records: list[dict], *, protocol: str | None = None,
