@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from mbt import ledger
 from mbt.report import build, load_ledger, paper, status_line, write_index
 from mbt.report.__main__ import main
-from mbt.report.common import Context, fmt_lr
+from mbt.report.common import Context, fmt_lr, variant
 from mbt.report.figures import fig2b_settling
 from mbt.report.selection import select
 from mbt.report.targets import by_name
@@ -243,7 +243,7 @@ def test_table1_keeps_bn_slices_searches_apart_and_beside_their_one_slice_cell(t
     assert float(cell["legacy+slices2_ours_mean"]) == pytest.approx(0.01375)
     md = (tmp_path / "table1.md").read_text()
     assert "## Ours, legacy+slices2" not in md  # not a column of the main table
-    assert "| 200 | 1e-2 | 0.0125 | legacy | 0.0125 | 2 | 0.0138 | 1.10 | 1.10 | 1.00 |" in md
+    assert "| 200 | 1e-2 | 0.0125 | legacy | 2 | 0.0125 | 0.0138 | 1.10 | 1.10 | 1.00 |" in md
     # a report that shows plain runs only leaves a sliced search out, like a legacy one
     plain_only = dataclasses.replace(by_name("table1"), both_inits=False)
     assert select(load_ledger(path), plain_only).records == []
@@ -251,6 +251,28 @@ def test_table1_keeps_bn_slices_searches_apart_and_beside_their_one_slice_cell(t
     per_variant = "2 cells (per variant: legacy 2, legacy+slices2 1)"
     assert f"3 runs / {per_variant}" in status_line(select(load_ledger(path), by_name("table1")))
     assert f"| runs | 3 runs (finished); {per_variant} |" in md
+
+
+def test_table1_keeps_subset_searches_apart_and_counts_passes_over_the_images(tmp_path):
+    # The data-reuse ablation: a search over n of the images draws each one 20 × b / n
+    # times; it must neither replace nor pool with the search over all of them.
+    path = tmp_path / "ledger.jsonl"
+    whole = {**search_record(200, 1e-2, 0.012), "bn_init": "legacy", "run_key": "all",
+             "data": {"num_train": 5170, "subset": None},
+             "config": {"optim": {"builder": {"num_batches": 20}}}}
+    ledger.append(path, whole)
+    ledger.append(path, {**whole, "run_key": "sub", "search_lr": 0.015,
+                         "data": {"num_train": 1200, "subset": 1200}})
+    # a training run's subset is a protocol setting, not a variant
+    assert variant({"kind": "train", "bn_init": "legacy", "data": {"subset": 500}}) == "legacy"
+    build("table1", load_ledger(path), tmp_path)
+    cell = _cell(_rows(tmp_path / "table1.csv"), batch_size="200", lr="1e-2")
+    assert float(cell["legacy_ours_mean"]) == pytest.approx(0.012) and cell["legacy_n"] == "1"
+    assert float(cell["legacy+subset1200_ours_mean"]) == pytest.approx(0.015)
+    md = (tmp_path / "table1.md").read_text()
+    # 20 × 200 / 5170 = 0.77 passes against 20 × 200 / 1200 = 3.33
+    assert ("| 200 | 1e-2 | 0.0125 | legacy | 5170 | 0.77 | 1200 | 3.33 | 0.0120 | 0.0150 "
+            "| 1.25 | 1.20 | 0.96 |") in md
 
 
 # --- figures ------------------------------------------------------------------------------------

@@ -140,9 +140,14 @@ def bn_slices(r: dict) -> int:
 
 def variant(r: dict) -> str:
     """What separates runs of one cell that a report must never pool: the BatchNorm init,
-    and ``+slices<k>`` for an MBT search over ``k`` BatchNorm slices (``legacy+slices2``)."""
+    ``+slices<k>`` for an MBT search over ``k`` BatchNorm slices (``legacy+slices2``) and
+    ``+subset<n>`` for a learning-rate search over ``n`` of the training images (the data
+    reuse ablation of Table 1). A training run's subset is not a variant: it is a setting
+    the protocol fixes for every cell (``selection._settings``)."""
     k = bn_slices(r)
-    return bn_init(r) + (f"+slices{k}" if k != 1 else "")
+    v = bn_init(r) + (f"+slices{k}" if k != 1 else "")
+    n = get(r, "data", "subset")
+    return v + (f"+subset{n}" if r.get("kind") == "lr_search" and n is not None else "")
 
 def get(node: dict, *keys, default=None):
     for k in keys:

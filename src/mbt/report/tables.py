@@ -26,6 +26,7 @@ from .common import (
     accuracies,
     fmt_delta,
     fmt_lr,
+    get,
     plural,
     stat,
     variant,
@@ -193,7 +194,16 @@ def _lr_cell(runs: list[dict]) -> dict:
         "search_mean_lr_mean": None if raw is None else raw.mean,
         "func_evals_mean": None if evals is None else evals.mean,
         "seconds_mean": None if secs is None else round(secs.mean, 3), "seeds": _seeds(runs),
+        "images": _same(runs, "data", "num_train"),
+        "num_batches": _same(runs, "config", "optim", "builder", "num_batches"),
     }
+
+
+def _same(runs: list[dict], *keys):
+    """The value every run of a cell shares (the searched images, the mini-batches), or
+    None where it is missing or differs."""
+    values = {get(r, *keys) for r in runs}
+    return values.pop() if len(values) == 1 else None
 
 
 INITS = ("torch", "legacy")  # model.bn_init, in the order Table 1 shows them
@@ -222,7 +232,7 @@ def table1(sel: Selection, ctx: Context) -> list[Path]:
             om = o.get("ours_mean")
             row.update({f"{i}_{k}": o.get(k) for k in (
                 "ours_mean", "ours_std", "search_mean_lr_mean", "func_evals_mean",
-                "seconds_mean", "seeds")})
+                "seconds_mean", "seeds", "images", "num_batches")})
             row[f"{i}_n"] = o.get("n", 0)
             row[f"{i}_ratio"] = None if om is None or not pv else round(om / pv, 4)
         rows.append(row)
@@ -262,34 +272,60 @@ def table1(sel: Selection, ctx: Context) -> list[Path]:
                           *(_num(r.get(f"{i}_func_evals_mean"), ".0f") for i in inits),
                           *(_num(r.get(f"{i}_seconds_mean"), ".1f") for i in inits)]
                          for r in rows]), ""]
-    lines += _slices_md(rows, extras)
+    lines += _variants_md(rows, extras)
     out = ctx.out
     png = _heatmap(rows, batches, lrs, inits, out / "table1.png", sel.protocol)
     return [write_md(out / "table1.md", lines), write_csv(out / "table1.csv", frame), png]
 
 
-def _slices_md(rows: list[dict], extras: list[str]) -> list[str]:
-    """The cells searched with BatchNorm statistics over k slices of each mini-batch
-    (``optim.builder.bn_slices``, as ``DataParallel`` over k GPUs computes them) beside the
-    same init's one-slice value."""
-    if not extras:
-        return []
-    keyed = []
-    for v in extras:
-        base, k = v.split("+slices")
-        for i, r in enumerate(rows):
-            m, one = r.get(f"{v}_ours_mean"), r.get(f"{base}_ours_mean")
-            if m is None:
+def _variants_md(rows: list[dict], extras: list[str]) -> list[str]:
+    """Each ablation variant (``legacy+slices2``, ``legacy+subset1200``) cell by cell beside
+    the same init's plain value: one section per kind of ablation."""
+    sections = []
+    for kind, title, columns, describe in _ABLATIONS:
+        keyed = []
+        for v in extras:
+            base, _, tag = v.partition("+")
+            if not tag.startswith(kind):
                 continue
-            keyed.append(((i, base, int(k)), [
-                r["batch_size"], r["lr"], r["paper"], base, _num(one, ".4f"), k, _with_n(r, v),
-                _num(m / one if one else None, ".2f"), _num(r.get(f"{v}_ratio"), ".2f"),
-                _num(r.get(f"{base}_ratio"), ".2f")]))
-    body = [line for _, line in sorted(keyed, key=lambda t: t[0])]  # cell by cell, then k
-    return ["## BatchNorm statistics over k slices of each mini-batch (`optim.builder."
-            "bn_slices=k`, as the code's `DataParallel` on k GPUs)", "",
-            *md_table(["batch", "start lr", "paper", "init", "1 slice", "k", "k slices (n)",
-                       "k slices / 1 slice", "k slices / paper", "1 slice / paper"], body), ""]
+            size = int(tag[len(kind):])
+            for i, r in enumerate(rows):
+                m, one = r.get(f"{v}_ours_mean"), r.get(f"{base}_ours_mean")
+                if m is None:
+                    continue
+                keyed.append(((i, base, size), [
+                    r["batch_size"], r["lr"], r["paper"], base,
+                    *describe(r, base, v, size), _with_n(r, base), _with_n(r, v),
+                    _num(m / one if one else None, ".2f"), _num(r.get(f"{v}_ratio"), ".2f"),
+                    _num(r.get(f"{base}_ratio"), ".2f")]))
+        if keyed:
+            body = [line for _, line in sorted(keyed, key=lambda t: t[0])]  # cell, then size
+            sections += [title, "", *md_table(
+                ["batch", "start lr", "paper", "init", *columns], body), ""]
+    return sections
+
+
+def _passes(r: dict, v: str) -> str:
+    """How often a search's mini-batches pass over its training images (a partial copy
+    or a subset is reused once ``num_batches × batch`` exceeds it; the paper's 50 000 are
+    not, up to batch 2500)."""
+    n, k = r.get(f"{v}_images"), r.get(f"{v}_num_batches")
+    return _num(k * r["batch_size"] / n if n and k else None, ".2f")
+
+
+_ABLATIONS = (
+    ("slices", "## BatchNorm statistics over k slices of each mini-batch (`optim.builder."
+     "bn_slices=k`, as the code's `DataParallel` on k GPUs)",
+     ["k", "1 slice", "k slices (n)", "k slices / 1 slice", "k slices / paper",
+      "1 slice / paper"],
+     lambda r, base, v, k: [k]),
+    ("subset", "## Data reuse: the search on a random subset of the images (`data.subset=n`; "
+     "passes = mini-batches × batch / images, > 1 when an image is drawn again)",
+     ["images", "passes", "subset images", "subset passes", "lr, all images",
+      "lr, subset (n)", "subset / all", "subset / paper", "all / paper"],
+     lambda r, base, v, n: [_num(r.get(f"{base}_images"), ".0f"), _passes(r, base), n,
+                            _passes(r, v)]),
+)
 
 
 def _with_n(r: dict, init: str) -> str:
