@@ -272,17 +272,17 @@ def table1(sel: Selection, ctx: Context) -> list[Path]:
                           *(_num(r.get(f"{i}_func_evals_mean"), ".0f") for i in inits),
                           *(_num(r.get(f"{i}_seconds_mean"), ".1f") for i in inits)]
                          for r in rows]), ""]
-    lines += _variants_md(rows, extras)
+    lines += _variants_md(rows, extras, sel.protocol)
     out = ctx.out
     png = _heatmap(rows, batches, lrs, inits, out / "table1.png", sel.protocol)
     return [write_md(out / "table1.md", lines), write_csv(out / "table1.csv", frame), png]
 
 
-def _variants_md(rows: list[dict], extras: list[str]) -> list[str]:
+def _variants_md(rows: list[dict], extras: list[str], protocol: str | None) -> list[str]:
     """Each ablation variant (``legacy+slices2``, ``legacy+subset1200``) cell by cell beside
     the same init's plain value: one section per kind of ablation."""
     sections = []
-    for kind, title, columns, describe in _ABLATIONS:
+    for kind, title, columns, describe, override in _ABLATIONS:
         keyed = []
         for v in extras:
             base, _, tag = v.partition("+")
@@ -300,7 +300,11 @@ def _variants_md(rows: list[dict], extras: list[str]) -> list[str]:
                     _num(r.get(f"{base}_ratio"), ".2f")]))
         if keyed:
             body = [line for _, line in sorted(keyed, key=lambda t: t[0])]  # cell, then size
-            sections += [title, "", *md_table(
+            run = (f"One search: `python -m mbt.find_lr experiment=table1 protocol={protocol} "
+                   f"model.bn_init=<init> trainer.batch_size=<batch> optim.lr=<start lr> "
+                   f"{override}` (on a partial copy add `data.root=<dir> "
+                   "data.allow_partial=true`).")
+            sections += [title, "", run, "", *md_table(
                 ["batch", "start lr", "paper", "init", *columns], body), ""]
     return sections
 
@@ -318,13 +322,13 @@ _ABLATIONS = (
      "bn_slices=k`, as the code's `DataParallel` on k GPUs)",
      ["k", "1 slice", "k slices (n)", "k slices / 1 slice", "k slices / paper",
       "1 slice / paper"],
-     lambda r, base, v, k: [k]),
+     lambda r, base, v, k: [k], "optim.builder.bn_slices=<k>"),
     ("subset", "## Data reuse: the search on a random subset of the images (`data.subset=n`; "
      "passes = mini-batches × batch / images, > 1 when an image is drawn again)",
      ["images", "passes", "subset images", "subset passes", "lr, all images",
       "lr, subset (n)", "subset / all", "subset / paper", "all / paper"],
      lambda r, base, v, n: [_num(r.get(f"{base}_images"), ".0f"), _passes(r, base), n,
-                            _passes(r, v)]),
+                            _passes(r, v)], "data.subset=<n>"),
 )
 
 
