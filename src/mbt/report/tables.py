@@ -384,7 +384,7 @@ def _heatmap(rows: list[dict], batches: list, lrs: list, inits: list[str], path:
     finite = np.concatenate([v[np.isfinite(v)] for v in logs.values()])
     vmin, vmax = (finite.min(), finite.max()) if finite.size else (-3.0, -1.0)
     fig = Figure(figsize=(6.5 * len(mats), 4.6), layout="constrained")
-    axes = fig.subplots(1, len(mats))
+    axes = fig.subplots(1, len(mats), squeeze=False)[0]  # one panel: only ablation runs
     for ax, (name, m) in zip(axes, mats.items()):
         im = ax.imshow(logs[name], vmin=vmin, vmax=vmax, cmap="viridis", aspect="auto")
         ax.set_facecolor("0.85")  # cells not run
