@@ -253,6 +253,19 @@ def test_table1_keeps_bn_slices_searches_apart_and_beside_their_one_slice_cell(t
     assert f"| runs | 3 runs (finished); {per_variant} |" in md
 
 
+def test_table1_shows_the_seed_to_seed_spread_of_a_cell(tmp_path):
+    path = tmp_path / "ledger.jsonl"
+    for seed, value in ((0, 0.020), (1, 0.024), (2, 0.016)):
+        ledger.append(path, {**search_record(800, 1e-2, value, seed=seed), "bn_init": "legacy"})
+    ledger.append(path, {**search_record(800, 1e2, 0.021), "bn_init": "legacy"})
+    build("table1", load_ledger(path), tmp_path)
+    md = (tmp_path / "table1.md").read_text()
+    # paper 0.0170 at (800, 1e-2); one-seed cells are not listed
+    assert ("| 800 | 1e-2 | 0.0170 | legacy | 0 1 2 | 0.0200 ± 0.0040 | 0.0160–0.0240 (×1.50) "
+            "| 0.20 | 0.94–1.41 |") in md
+    assert "| 800 | 1e2 | 0.0153 | legacy | 0 |" not in md
+
+
 def test_table1_keeps_subset_searches_apart_and_counts_passes_over_the_images(tmp_path):
     # The data-reuse ablation: a search over n of the images draws each one 20 × b / n
     # times; it must neither replace nor pool with the search over all of them.
