@@ -255,15 +255,19 @@ def test_table1_keeps_bn_slices_searches_apart_and_beside_their_one_slice_cell(t
 
 def test_table1_shows_the_seed_to_seed_spread_of_a_cell(tmp_path):
     path = tmp_path / "ledger.jsonl"
-    for seed, value in ((0, 0.020), (1, 0.024), (2, 0.016)):
+    for seed, value in ((0, 0.018), (1, 0.024), (2, 0.018)):
         ledger.append(path, {**search_record(800, 1e-2, value, seed=seed), "bn_init": "legacy"})
     ledger.append(path, {**search_record(800, 1e2, 0.021), "bn_init": "legacy"})
+    ledger.append(path, {**search_record(800, 1e-2, 0.0198), "bn_init": "legacy",
+                         "run_key": "k2", "config": {"optim": {"builder": {"bn_slices": 2}}}})
     build("table1", load_ledger(path), tmp_path)
     md = (tmp_path / "table1.md").read_text()
     # paper 0.0170 at (800, 1e-2); one-seed cells are not listed
-    assert ("| 800 | 1e-2 | 0.0170 | legacy | 0 1 2 | 0.0200 ± 0.0040 | 0.0160–0.0240 (×1.50) "
-            "| 0.20 | 0.94–1.41 |") in md
+    assert ("| 800 | 1e-2 | 0.0170 | legacy | 0 1 2 | 0.0200 ± 0.0035 | 0.0180–0.0240 (×1.33) "
+            "| 0.17 | 1.06–1.41 |") in md
     assert "| 800 | 1e2 | 0.0153 | legacy | 0 |" not in md
+    # an ablation of seed 0 is set beside the plain search of seed 0, not the 3-seed mean
+    assert "| 800 | 1e-2 | 0.0170 | legacy | 2 | 0.0180 | 0.0198 | 1.10 | 1.16 | 1.06 |" in md
 
 
 def test_table1_keeps_subset_searches_apart_and_counts_passes_over_the_images(tmp_path):

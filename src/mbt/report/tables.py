@@ -196,6 +196,8 @@ def _lr_cell(runs: list[dict]) -> dict:
         "func_evals_mean": None if evals is None else evals.mean,
         "seconds_mean": None if secs is None else round(secs.mean, 3), "seeds": _seeds(runs),
         "min": min(vals, default=None), "max": max(vals, default=None),
+        "by_seed": {r.get("seed"): r["search_lr"] for r in runs
+                    if isinstance(r.get("search_lr"), int | float)},
         "images": _same(runs, "data", "num_train"),
         "num_batches": _same(runs, "config", "optim", "builder", "num_batches"),
     }
@@ -234,11 +236,11 @@ def table1(sel: Selection, ctx: Context) -> list[Path]:
             om = o.get("ours_mean")
             row.update({f"{i}_{k}": o.get(k) for k in (
                 "ours_mean", "ours_std", "search_mean_lr_mean", "func_evals_mean",
-                "seconds_mean", "seeds", "min", "max", "images", "num_batches")})
+                "seconds_mean", "seeds", "min", "max", "by_seed", "images", "num_batches")})
             row[f"{i}_n"] = o.get("n", 0)
             row[f"{i}_ratio"] = None if om is None or not pv else round(om / pv, 4)
         rows.append(row)
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(rows).filter(regex=r"^(?!.*_by_seed$)")  # the md's, not the csv's
     batches = list(dict.fromkeys(r["batch_size"] for r in rows))
     lrs = list(dict.fromkeys(r["lr"] for r in rows))
     cell = {(r["batch_size"], r["lr"]): r for r in rows}
@@ -306,7 +308,7 @@ def _seeds_md(rows: list[dict], variants: tuple[str, ...]) -> list[str]:
 
 def _variants_md(rows: list[dict], extras: list[str], protocol: str | None) -> list[str]:
     """Each ablation variant (``legacy+slices2``, ``legacy+subset1200``) cell by cell beside
-    the same init's plain value: one section per kind of ablation."""
+    the same init's plain search of the same seeds: one section per kind of ablation."""
     sections = []
     for kind, title, columns, describe, override in _ABLATIONS:
         keyed = []
@@ -316,14 +318,16 @@ def _variants_md(rows: list[dict], extras: list[str], protocol: str | None) -> l
                 continue
             size = int(tag[len(kind):])
             for i, r in enumerate(rows):
-                m, one = r.get(f"{v}_ours_mean"), r.get(f"{base}_ours_mean")
+                m = r.get(f"{v}_ours_mean")
                 if m is None:
                     continue
+                one, n = _same_seeds(r, base, v)
+                pv = float(r["paper"]) if r["paper"] else None
                 keyed.append(((i, base, size), [
-                    r["batch_size"], r["lr"], r["paper"], base,
-                    *describe(r, base, v, size), _with_n(r, base), _with_n(r, v),
+                    r["batch_size"], r["lr"], r["paper"], base, *describe(r, base, v, size),
+                    _num(one, ".4f") + (f" ({n})" if n > 1 else ""), _with_n(r, v),
                     _num(m / one if one else None, ".2f"), _num(r.get(f"{v}_ratio"), ".2f"),
-                    _num(r.get(f"{base}_ratio"), ".2f")]))
+                    _num(one / pv if one and pv else None, ".2f")]))
         if keyed:
             body = [line for _, line in sorted(keyed, key=lambda t: t[0])]  # cell, then size
             run = (f"One search: `python -m mbt.find_lr experiment=table1 protocol={protocol} "
@@ -333,6 +337,14 @@ def _variants_md(rows: list[dict], extras: list[str], protocol: str | None) -> l
             sections += [title, "", run, "", *md_table(
                 ["batch", "start lr", "paper", "init", *columns], body), ""]
     return sections
+
+
+def _same_seeds(r: dict, base: str, v: str) -> tuple[float | None, int]:
+    """The plain search's mean over the seeds the ablation ran (a seed moves one cell by
+    up to a third, more than most ablations), and how many seeds that is."""
+    ours, plain = r.get(f"{v}_by_seed") or {}, r.get(f"{base}_by_seed") or {}
+    vals = [plain[s] for s in ours if s in plain]
+    return (sum(vals) / len(vals), len(vals)) if vals and len(vals) == len(ours) else (None, 0)
 
 
 def _passes(r: dict, v: str) -> str:
