@@ -185,8 +185,10 @@ def table3(sel: Selection, ctx: Context) -> list[Path]:
 # --- Table 1: the learning rate MBT-GD finds ------------------------------------------------
 
 def _lr_cell(runs: list[dict]) -> dict:
-    vals = [r["search_lr"] for r in runs if isinstance(r.get("search_lr"), int | float)]
-    s = stat(vals)
+    # One run per seed (selection keeps the newest of a cell, seed and variant).
+    by_seed = {r.get("seed"): r["search_lr"] for r in runs
+               if isinstance(r.get("search_lr"), int | float)}
+    s = stat(by_seed.values())
     evals, secs = stat(r.get("func_evals") for r in runs), stat(r.get("seconds") for r in runs)
     raw = stat(r.get("search_mean_lr") for r in runs)
     return {
@@ -195,9 +197,7 @@ def _lr_cell(runs: list[dict]) -> dict:
         "search_mean_lr_mean": None if raw is None else raw.mean,
         "func_evals_mean": None if evals is None else evals.mean,
         "seconds_mean": None if secs is None else round(secs.mean, 3), "seeds": _seeds(runs),
-        "min": min(vals, default=None), "max": max(vals, default=None),
-        "by_seed": {r.get("seed"): r["search_lr"] for r in runs
-                    if isinstance(r.get("search_lr"), int | float)},
+        "by_seed": by_seed,
         "images": _same(runs, "data", "num_train"),
         "num_batches": _same(runs, "config", "optim", "builder", "num_batches"),
     }
@@ -236,7 +236,7 @@ def table1(sel: Selection, ctx: Context) -> list[Path]:
             om = o.get("ours_mean")
             row.update({f"{i}_{k}": o.get(k) for k in (
                 "ours_mean", "ours_std", "search_mean_lr_mean", "func_evals_mean",
-                "seconds_mean", "seeds", "min", "max", "by_seed", "images", "num_batches")})
+                "seconds_mean", "seeds", "by_seed", "images", "num_batches")})
             row[f"{i}_n"] = o.get("n", 0)
             row[f"{i}_ratio"] = None if om is None or not pv else round(om / pv, 4)
         rows.append(row)
@@ -293,7 +293,8 @@ def _seeds_md(rows: list[dict], variants: tuple[str, ...]) -> list[str]:
         for v in variants:
             if r.get(f"{v}_n", 0) < 2:
                 continue
-            lo, hi, m, sd = (r[f"{v}_{k}"] for k in ("min", "max", "ours_mean", "ours_std"))
+            m, sd, values = r[f"{v}_ours_mean"], r[f"{v}_ours_std"], r[f"{v}_by_seed"].values()
+            lo, hi = min(values), max(values)
             pv = float(r["paper"]) if r["paper"] else None
             body.append([r["batch_size"], r["lr"], r["paper"], v, r[f"{v}_seeds"],
                          f"{m:.4f} ± {sd:.4f}", f"{lo:.4f}–{hi:.4f} (×{hi / lo:.2f})",
