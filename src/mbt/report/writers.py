@@ -140,7 +140,7 @@ def header(title: str, sel: Selection, ctx: Context, notes: Iterable[str] = ()) 
 
 
 def cells_phrase(sel: Selection) -> str:
-    """``75 cells``; with several variants (BatchNorm init, slices), the target's own cells
+    """``75 cells``; with several variants (BatchNorm init, slices, subset), the target's own cells
     (batch size, lr, ...) and the cells each variant covers, so that a variant's runs do
     not read as extra cells. ``sel.cells`` (the overwrite guard's unit) counts each
     (cell, variant) pair instead."""
