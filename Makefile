@@ -24,6 +24,8 @@ LEDGER ?= runs/ledger.jsonl
 SWEEP = protocol=$(PROTOCOL) hydra/launcher=$(LAUNCHER) paths.ledger=$(LEDGER) $(if $(DATA_ROOT),data.root=$(DATA_ROOT)) $(ARGS)
 TRAIN := $(PY) -m mbt.train
 REPORT = $(PY) -m mbt.report --ledger $(LEDGER)
+# The paper's 9 start lrs (Tables 1-2).
+LR_GRID := 100,10,1,0.1,0.01,0.001,0.0001,0.00001,0.000001
 
 .PHONY: help install test test-integration test-slow test-slurm lint demo reproduce-toy reproduce-fig2a clean \
 	reproduce-table1 reproduce-table2 reproduce-table3 reproduce-fig2 reproduce-fig2b reproduce-fig3 \
@@ -77,6 +79,11 @@ reproduce-table1: install ## Table 1: MBT-GD lr, 9 start lrs x 7 batch sizes (PR
 reproduce-table2: install ## Table 2: 8 optimizers x 9 lrs + MBT-GD/MMT/NAG, ResNet18, CIFAR10
 	$(TRAIN) --multirun experiment=table2 $(SWEEP)
 	$(TRAIN) --multirun experiment=table2_mbt $(SWEEP)
+ifeq ($(PROTOCOL),cpu)
+	$(TRAIN) --multirun experiment=table2_mbt optim=mbt_mmt,mbt_nag optim.lr=$(LR_GRID) seed=0 $(SWEEP)
+	$(PY) -m mbt.report.best_lr --ledger $(LEDGER) --protocol cpu | while read -r cell; do \
+	  $(TRAIN) --multirun experiment=table2 $$cell seed=1,2 $(SWEEP) || exit 1; done
+endif
 	$(REPORT) table2 --protocol $(PROTOCOL)
 
 reproduce-table3: install ## Table 3: 5 models x CIFAR10/100 x MBT-MMT/NAG
