@@ -119,30 +119,38 @@ class BacktrackingGD(LineSearchOptimizer):
             return lr0, False, lr0
         if self.mode == "two_way":
             previous = self.search_state.get("lr")
-            # After a skipped step (lr 0) restart from lr0 rather than from nothing.
-            start = previous if previous else lr0
+            # After a skipped step (lr 0) restart from lr0 rather than from nothing; lr0 is
+            # read at every step, so a scheduler or a param_groups edit that lowers it
+            # lowers the cap, and the start with it.
+            start = min(previous, lr0) if previous else lr0
             return start, True, lr0
         return lr0, True, self.h(grad_norm, lr0)
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> torch.Tensor:  # type: ignore[override]
-        closure = self._require_closure(closure)
+        """One Armijo step; ``closure`` is required (see :mod:`mbt.optim.closure`).
+
+        Calls ``closure(backward=True)`` once at the current point, then
+        ``closure(backward=False)`` at each trial point (trials leave module buffers and
+        random generators as they were). Returns the loss at the starting point; the
+        step taken is ``self.last_search["lr"]``."""
+        f = self._objective(closure)
         group = self.param_groups[0]
         params, scales = self._params_with_scale()
-        f0 = self._loss(closure, backward=True)
+        f0 = f(backward=True)
         grads = self._grads(params)
         direction = self._direction(params, grads, scales)
-        slope = self._dot(grads, direction)
+        slope = f.reduce(self._dot(grads, direction))
         # v = grad f (no lr_scale, no supplied direction): the slope is ||grad f||^2 already.
         same = all(v is g for v, g in zip(direction, grads))
-        grad_norm = math.sqrt(max(slope if same else self._dot(grads, grads), 0.0))
+        grad_norm = math.sqrt(max(slope if same else f.reduce(self._dot(grads, grads)), 0.0))
         origin = [p.detach().clone() for p in params]
         at = [None]  # the step the parameters are at (the last trial)
 
         def phi(lr: float) -> float:
             self._set_point(params, origin, direction, lr)
             at[0] = lr
-            return self._loss(closure, backward=False)
+            return f(backward=False)
 
         start, grow, cap = self._start_and_cap(group["lr"], grad_norm)
         result = armijo_search(

@@ -19,7 +19,7 @@ import torch
 from torch.optim import Optimizer
 
 from .armijo import SearchResult
-from .closure import Closure, evaluate
+from .closure import Closure, Objective
 
 __all__ = ["LineSearchOptimizer", "check_range"]
 
@@ -128,14 +128,12 @@ class LineSearchOptimizer(Optimizer):
         total = torch.stack([torch.sum(x * y, dtype=torch.float64) for x, y in zip(a, b)]).sum()
         return float(total)
 
-    @staticmethod
-    def _loss(closure: Closure, *, backward: bool) -> float:
-        return float(evaluate(closure, backward=backward))
-
-    def _require_closure(self, closure: Closure | None) -> Closure:
+    def _objective(self, closure: Closure | None) -> Objective:
+        """f for this step (:class:`mbt.optim.closure.Objective`): trials leave no trace,
+        losses are averaged over ``torch.distributed`` ranks."""
         if closure is None:
             raise RuntimeError(
                 f"{type(self).__name__}.step() needs a closure that re-evaluates the loss "
                 "(see mbt.optim.closure for the contract)."
             )
-        return closure
+        return Objective(closure)

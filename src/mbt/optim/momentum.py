@@ -87,7 +87,7 @@ class BacktrackingMomentum(LineSearchOptimizer):
         if any(g["lr_scale"] != 1.0 for g in self.param_groups):
             raise ValueError("lr_scale is not supported by Backtracking MMT/NAG")
 
-    def _gamma_search(self, closure, params, origin, g, g_norm, buf, group):
+    def _gamma_search(self, f, params, origin, g, g_norm, buf, group):
         """Steps 1-3: shrink gamma' until w satisfies condition (i).
 
         Returns ``(gamma', w, grad_evals, gave_up)``: the accepted momentum (0 for a plain
@@ -101,13 +101,14 @@ class BacktrackingMomentum(LineSearchOptimizer):
             trials += 1
             if group["nesterov"]:
                 self._set_point(params, origin, buf, gamma)  # y = z - gamma' v_{n-1}
-                self._loss(closure, backward=True)
+                f(backward=True, trial=True)
                 grad_evals += 1
                 g_look = self._grads(params)
             else:
                 g_look = g
             w = [gl + (gamma / lr0) * b for gl, b in zip(g_look, buf)]
-            if condition_i(g_norm, math.sqrt(self._dot(w, w)), self._dot(g, w),
+            w_norm = math.sqrt(f.reduce(self._dot(w, w)))
+            if condition_i(g_norm, w_norm, f.reduce(self._dot(g, w)),
                            group["A1"], group["A2"], group["mu"]):
                 return gamma, w, grad_evals, False
             gamma *= beta
@@ -116,26 +117,31 @@ class BacktrackingMomentum(LineSearchOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> torch.Tensor:  # type: ignore[override]
-        closure = self._require_closure(closure)
+        """One Backtracking MMT/NAG step; ``closure`` is required (see
+        :mod:`mbt.optim.closure`). One gradient at the current point with its side effects;
+        NAG's look-ahead gradients and the Armijo trials leave module buffers and random
+        generators as they were. Returns the loss at the starting point; delta_n is
+        ``self.last_search["lr"]``, gamma_n ``self.last_search["momentum"]``."""
+        f = self._objective(closure)
         group = self.param_groups[0]
         params, _ = self._params_with_scale()
-        f0 = self._loss(closure, backward=True)
+        f0 = f(backward=True)
         g = self._grads(params)
-        g_norm = math.sqrt(self._dot(g, g))
+        g_norm = math.sqrt(f.reduce(self._dot(g, g)))
         origin = [p.detach().clone() for p in params]
         buf = [self.state[p].get("momentum_buffer") for p in params]
         buf = [torch.zeros_like(p) if b is None else b for p, b in zip(params, buf)]
 
         gamma, w, look_evals, gamma_bound = self._gamma_search(
-            closure, params, origin, g, g_norm, buf, group)
+            f, params, origin, g, g_norm, buf, group)
 
         def phi(lr: float) -> float:
             self._set_point(params, origin, w, lr)
-            return self._loss(closure, backward=False)
+            return f(backward=False)
 
         result = armijo_search(
-            phi, f0, self._dot(g, w), group["lr"], alpha=group["alpha"], beta=group["beta"],
-            max_trials=group["max_trials"], min_lr=group["min_lr"],
+            phi, f0, f.reduce(self._dot(g, w)), group["lr"], alpha=group["alpha"],
+            beta=group["beta"], max_trials=group["max_trials"], min_lr=group["min_lr"],
         )
         self._set_point(params, origin, w, result.lr)
         sigma = result.lr / group["lr"]

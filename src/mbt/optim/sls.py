@@ -48,8 +48,9 @@ Choices:
   code's own default keeps results comparable to the published numbers.
 * The closure must be deterministic for a fixed batch (same data, no dropout noise):
   trial points re-evaluate the *same* f_i. The code reseeds the global RNG from the
-  clock for this; we leave randomness to the caller. Trial forwards in training mode
-  update BatchNorm running statistics, as in the code.
+  clock for this; here every trial replays the random draws of the evaluation at the
+  starting point (:func:`mbt.optim.closure.trial_scope`). Trial forwards leave
+  BatchNorm running statistics as they were; the code lets them move at every trial.
 """
 
 from __future__ import annotations
@@ -170,15 +171,17 @@ class SLS(LineSearchOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> torch.Tensor:  # type: ignore[override]
-        closure = self._require_closure(closure)
+        """One SLS step; ``closure`` is required (see :mod:`mbt.optim.closure`).
+        Returns the loss at the starting point; the step is ``self.last_search["lr"]``."""
+        f = self._objective(closure)
         group = self.param_groups[0]
         start = self._reset(group)
         params, scales = self._params_with_scale()
-        f0 = self._loss(closure, backward=True)
+        f0 = f(backward=True)
         grads = self._grads(params)
         direction = [g if s == 1.0 else g * s for g, s in zip(grads, scales)]
-        slope = self._dot(grads, direction)  # ||grad f_i||^2 when lr_scale is 1
-        grad_norm = math.sqrt(max(self._dot(grads, grads), 0.0))
+        slope = f.reduce(self._dot(grads, direction))  # ||grad f_i||^2 when lr_scale is 1
+        grad_norm = math.sqrt(max(f.reduce(self._dot(grads, grads)), 0.0))
         state = self.search_state
 
         if grad_norm < group["grad_tol"]:
@@ -190,7 +193,7 @@ class SLS(LineSearchOptimizer):
 
             def phi(lr: float) -> float:
                 self._set_point(params, origin, direction, lr)
-                return self._loss(closure, backward=False)
+                return f(backward=False)
 
             result = armijo_search(
                 phi, f0, slope, start, alpha=group["alpha"], beta=group["beta"],
