@@ -145,7 +145,7 @@ class BacktrackingGD(LineSearchOptimizer):
         same = all(v is g for v, g in zip(direction, grads))
         grad_norm = math.sqrt(max(slope if same else f.reduce(self._dot(grads, grads)), 0.0))
         origin = [p.detach().clone() for p in params]
-        at = [None]  # the step the parameters are at (the last trial)
+        at: list[float | None] = [None]  # the step the parameters are at (the last trial)
 
         def phi(lr: float) -> float:
             self._set_point(params, origin, direction, lr)

@@ -10,8 +10,8 @@ every optimizer, so the loop never asks which optimizer it holds. The base does 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sized
+from typing import Any, Protocol, cast
 
 import torch
 from torch import nn
@@ -83,6 +83,8 @@ class SLSController(EpochController):
     Alg. 2): taken from the loader when the config leaves it unset."""
 
     def prepare(self, train_batches: Iterable) -> None:
+        if not isinstance(train_batches, Sized):  # SLS then uses the code's default
+            return
         for group in self.optimizer.param_groups:
             if group.get("n_batches_per_epoch") is None:
                 group["n_batches_per_epoch"] = len(train_batches)
@@ -93,10 +95,16 @@ class ModeSwitchController(EpochController):
     checkpoint at the averaged one: ``optimizer.train()`` / ``optimizer.eval()``."""
 
     def train_mode(self) -> None:
-        self.optimizer.train()
+        cast(_ModeSwitching, self.optimizer).train()
 
     def eval_mode(self) -> None:
-        self.optimizer.eval()
+        cast(_ModeSwitching, self.optimizer).eval()
+
+
+class _ModeSwitching(Protocol):
+    def train(self) -> None: ...
+
+    def eval(self) -> None: ...
 
 
 def controller_for(optimizer: torch.optim.Optimizer) -> EpochController:

@@ -43,16 +43,18 @@ builder (``conf/optim/lr_range_sgd.yaml``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+from torch.optim import Optimizer
 
 from .controller import EpochController
 from .mbt_finder import LossFn, _to_device
@@ -203,56 +205,34 @@ def lr_range_test(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no parameters with requires_grad=True")
-    device = params[0].device
+    t_start = time.perf_counter()
+    with _restored(model):
+        optimizer = optimizer_factory(params)
+        model.train()
+        lrs, losses, smoothed, stopped = _sweep(
+            model, loss_fn, batches, optimizer, params[0].device, lr_min=lr_min,
+            lr_max=lr_max, num_steps=num_steps, smooth=smooth, diverge_factor=diverge_factor)
+    suggested = suggest_lr(lrs, smoothed, rule=rule, skip_start=num_steps // 10)
+    result = LRRangeResult(lrs, losses, smoothed, suggested, rule, stopped,
+                           time.perf_counter() - t_start)
+    logger.info("LR-range test: %s lr=%.4g after %d steps (lr %.3g..%.3g)%s, %.2f s",
+                rule, suggested, len(lrs), lrs[0], lrs[-1],
+                ", stopped on divergence" if stopped else "", result.seconds)
+    return result
+
+
+@contextlib.contextmanager
+def _restored(model: nn.Module) -> Iterator[None]:
+    """On exit, the model's parameters, buffers, gradients and train/eval flags are as on
+    entry, whatever happened inside (the test only looks)."""
+    device = next(model.parameters()).device
     tensors = list(model.parameters()) + list(model.buffers())
     flags = [(m, m.training) for m in model.modules()]
     with torch.no_grad():
         saved = [t.detach().clone() for t in tensors]
         grads = [None if p.grad is None else p.grad.detach().clone() for p in model.parameters()]
-
-    lrs: list[float] = []
-    losses: list[float] = []
-    smoothed: list[float] = []
-    stopped = False
-    t_start = time.perf_counter()
     try:
-        optimizer = optimizer_factory(params)
-        model.train()
-        iterator = iter(batches)
-        avg, best = 0.0, math.inf
-        for i in range(num_steps):
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                iterator = iter(batches)  # restart, as fastai runs several epochs
-                batch = next(iterator, None)
-                if batch is None:
-                    raise ValueError("batches yielded no (inputs, targets) pair") from None
-            inputs, targets = (_to_device(t, device) for t in batch)
-            lr = lr_min * (lr_max / lr_min) ** (i / num_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            seen: dict[str, torch.Tensor] = {}
-
-            def closure(backward: bool = True, inputs=inputs, targets=targets, seen=seen):
-                loss = loss_fn(model(inputs), targets)
-                if backward:
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    seen.setdefault("loss", loss.detach())  # the loss before the step
-                return loss
-
-            optimizer.step(closure)
-            loss = float(seen["loss"])
-            avg = smooth * avg + (1.0 - smooth) * loss
-            value = avg / (1.0 - smooth ** (i + 1))  # bias correction of the zero start
-            lrs.append(lr)
-            losses.append(loss)
-            smoothed.append(value)
-            best = min(best, value)
-            if not math.isfinite(value) or value > diverge_factor * best:
-                stopped = i + 1 < num_steps
-                break
+        yield
     finally:
         with torch.no_grad():
             for t, s in zip(tensors, saved):
@@ -263,13 +243,51 @@ def lr_range_test(
             m.training = flag
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-    suggested = suggest_lr(lrs, smoothed, rule=rule, skip_start=num_steps // 10)
-    result = LRRangeResult(lrs, losses, smoothed, suggested, rule, stopped,
-                           time.perf_counter() - t_start)
-    logger.info("LR-range test: %s lr=%.4g after %d steps (lr %.3g..%.3g)%s, %.2f s",
-                rule, suggested, len(lrs), lrs[0], lrs[-1],
-                ", stopped on divergence" if stopped else "", result.seconds)
-    return result
+
+
+def _sweep(model: nn.Module, loss_fn: LossFn, batches: Iterable, optimizer: Optimizer,
+           device: torch.device, *, lr_min: float, lr_max: float, num_steps: int,
+           smooth: float, diverge_factor: float
+           ) -> tuple[list[float], list[float], list[float], bool]:
+    """Steps 1-3 of the module docstring: (lrs, losses, smoothed losses, stopped early)."""
+    lrs: list[float] = []
+    losses: list[float] = []
+    smoothed: list[float] = []
+    iterator = iter(batches)
+    avg, best = 0.0, math.inf
+    for i in range(num_steps):
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            iterator = iter(batches)  # restart, as fastai runs several epochs
+            batch = next(iterator, None)
+            if batch is None:
+                raise ValueError("batches yielded no (inputs, targets) pair") from None
+        inputs, targets = (_to_device(t, device) for t in batch)
+        lr = lr_min * (lr_max / lr_min) ** (i / num_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        seen: dict[str, torch.Tensor] = {}
+
+        def closure(backward: bool = True, inputs=inputs, targets=targets, seen=seen):
+            loss = loss_fn(model(inputs), targets)
+            if backward:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                seen.setdefault("loss", loss.detach())  # the loss before the step
+            return loss
+
+        optimizer.step(closure)
+        loss = float(seen["loss"])
+        avg = smooth * avg + (1.0 - smooth) * loss
+        value = avg / (1.0 - smooth ** (i + 1))  # bias correction of the zero start
+        lrs.append(lr)
+        losses.append(loss)
+        smoothed.append(value)
+        best = min(best, value)
+        if not math.isfinite(value) or value > diverge_factor * best:
+            return lrs, losses, smoothed, i + 1 < num_steps
+    return lrs, losses, smoothed, False
 
 
 def _sgd_factory(optimizer: torch.optim.SGD) -> OptimizerFactory:
@@ -315,7 +333,7 @@ class LRRangeController(EpochController):
             optimizer_factory = _sgd_factory(optimizer)
         super().__init__(optimizer)
         self.optimizer_factory = optimizer_factory
-        self.test_kwargs = dict(lr_min=lr_min, lr_max=lr_max, num_steps=num_steps,
+        self.test_kwargs: dict[str, Any] = dict(lr_min=lr_min, lr_max=lr_max, num_steps=num_steps,
                                 smooth=smooth, diverge_factor=diverge_factor, rule=rule)
         self.last_report: LRRangeResult | None = None
         self.test_epoch: int | None = None
@@ -344,8 +362,10 @@ class LRRangeController(EpochController):
             "last_report": None if self.last_report is None else self.last_report.to_dict(),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
         """Restore the result (so a resumed run does not test again) and re-apply the lr."""
+        if state is None:
+            raise ValueError("no LR-range controller state to restore")
         report = state["last_report"]
         self.last_report = None if report is None else LRRangeResult.from_dict(report)
         self.test_epoch = state["test_epoch"]

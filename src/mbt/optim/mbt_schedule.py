@@ -223,8 +223,10 @@ class MBTController(EpochController):
             "finder": self.finder.state_dict(),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
         """Restore; also re-applies the lr and the plateau switch to the optimizer."""
+        if state is None:
+            raise ValueError("no MBT controller state to restore")
         if state["variant"] != self.variant:
             raise ValueError(f"state is for variant {state['variant']!r}, not {self.variant!r}")
         if state["lr_start"] != self.lr_start:

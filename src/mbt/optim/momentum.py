@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
 
 import torch
 
@@ -154,7 +153,17 @@ class BacktrackingMomentum(LineSearchOptimizer):
 
 
 class BacktrackingNAG(BacktrackingMomentum):
-    """Backtracking NAG (Sec. 3.1): :class:`BacktrackingMomentum` with ``nesterov=True``."""
+    """Backtracking NAG (Sec. 3.1): :class:`BacktrackingMomentum` with ``nesterov=True``,
+    the gradient taken at the look-ahead point ``y_n = z_n - gamma' v_{n-1}``.
+
+    Args:
+        params: parameters or parameter groups (``lr_scale`` is not supported here).
+        lr: delta_0, the largest delta tried.
+        momentum: gamma_0, the largest gamma tried.
+        alpha, beta: Armijo constant and shrink factor, in (0, 1).
+        A1, A2, mu: constants of condition (i), eqs. (4)-(5); 0 < A1 < 1 < A2, 0 < mu <= 1.
+        max_trials, min_lr: bounds of each search, as in :class:`BacktrackingGD`.
+    """
 
     def __init__(
         self,
@@ -163,7 +172,12 @@ class BacktrackingNAG(BacktrackingMomentum):
         momentum: float = 0.9,
         alpha: float = 0.5,
         beta: float = 0.7,
-        **kwargs: Any,
+        *,
+        A1: float = 0.1,
+        A2: float = 20.0,
+        mu: float = 0.1,
+        max_trials: int = 100,
+        min_lr: float = 1e-16,
     ) -> None:
-        kwargs["nesterov"] = True
-        super().__init__(params, lr, momentum, alpha, beta, **kwargs)
+        super().__init__(params, lr, momentum, alpha, beta, A1=A1, A2=A2, mu=mu,
+                         nesterov=True, max_trials=max_trials, min_lr=min_lr)
