@@ -103,7 +103,7 @@ def test_table2_verdicts(tmp_path):
     md = (tmp_path / "table2.md").read_text()
     assert "- **Works / fails**: 5 of the 6 cells both have agree with the paper's " \
         "classification (the paper's 72 baseline cells: 4 run, 3 agree; " in md
-    assert "Disagree: SGD 1e-6 (ours works; paper fails, 10.00)." in md
+    assert "Disagree: SGD 1e-6 (ours works, 30.00; paper fails, 10.00)." in md
     # ours (90, 30, 45 as the diverged run's best epoch, 91, 92, 92.5) vs the paper's
     # (92.07, 10, 10, 92.29, 93.70, 93.85): ranks (3, 1, 2, 4, 5, 6) vs (3, 1.5, 1.5, 4, 5, 6)
     assert "over the 6 cells both have): +0.99." in md
@@ -118,6 +118,15 @@ def test_table2_verdicts(tmp_path):
     assert "| MBT-NAG | 3 | 3.50 | 1.80 | — | — |" in md
     assert "| SGD | — / fails | — / works | — / works | works / works | — / works | " \
         "— / works | — / works | — / works | works / fails ≠ |" in md
+
+
+def test_table2_verdicts_say_n_a_where_cells_are_missing(tmp_path):
+    build("table2", [train_record("table2", "sgd", 0.1, accs=(50.0, 90.0))], tmp_path)
+    md = (tmp_path / "table2.md").read_text()
+    assert "over the 1 cell both have): n/a (needs 2 or more cells, not all equal)." in md
+    assert "ours n/a: no MBT-MMT/NAG run at 1e-2; paper MBT-MMT +1.29" in md
+    assert "MBT-MMT: n/a (fewer than 2 start lrs run); MBT-NAG: n/a (fewer than 2 start " \
+        "lrs run)." in md
 
 
 # --- Table 3 ------------------------------------------------------------------------------

@@ -153,6 +153,8 @@ def _agreement_lines(cells: list[dict]) -> list[str]:
             f"run, {sum(c['ours'] == c['paper'] for c in baseline)} agree; its other 3 are "
             "MBT-GD/MMT/NAG at 1e-2).")
     differ = [f"{_name(c['row'])} (ours {_word(c['ours'])}"
+              + (f", {c['row']['ours_best_mean']:.2f}"
+                 if c["row"].get("ours_best_mean") is not None else "")
               + (f", {c['failed']}/{c['n']} runs fail" if 0 < c["failed"] < c["n"] else "")
               + f"; paper {_word(c['paper'])}, {c['row']['paper']})"
               for c in both if c["ours"] != c["paper"]]
@@ -182,7 +184,7 @@ def _spearman_line(rows: list[dict]) -> str:
              if r.get("ours_best_mean") is not None and _paper_value(r) is not None]
     rho = spearman([o for o, _ in pairs], [p for _, p in pairs])
     return (f"- **Rank correlation** (Spearman ρ, our cell means vs the paper's, over the "
-            f"{len(pairs)} cells both have): {_corr(rho)}"
+            f"{plural(len(pairs), 'cell')} both have): {_corr(rho)}"
             + (" (needs 2 or more cells, not all equal)." if rho is None else "."))
 
 
