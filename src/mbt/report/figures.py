@@ -5,9 +5,13 @@ Fig. 2(b): the learning rate of Two-way Backtracking GD against the iterate, ful
 the seed, which draws both the subset and the weights, vary between runs), and where each
 run settles: :func:`fig2b_settling`, the settling iterate of :mod:`mbt.settle` that
 Figure 2(a) uses too. A full-batch epoch is one step, so ``history["lr"]`` is one value
-per iterate; where a run kept ``step_lrs`` those are concatenated instead.
+per iterate; where a run kept ``step_lrs`` those are concatenated instead. A lower panel
+shows the distribution of the settling iterate per init at α 1e-4 and where the paper's 40
+falls in it (:mod:`.verdicts`).
 Fig. 3: the learning rate MBT-MMT and MBT-NAG use in each epoch, ResNet18, (a) CIFAR10,
-(b) CIFAR100. Figures use ``matplotlib.figure.Figure`` directly: no pyplot, no display.
+(b) CIFAR100, the plateau switch marked, and the verdicts on warm-up, decay and which is
+steadier (:mod:`.verdicts`). Figures use ``matplotlib.figure.Figure`` directly: no pyplot,
+no display.
 """
 
 from __future__ import annotations
