@@ -162,6 +162,7 @@ def test_switch_epoch_replays_the_controllers_rule():
             expected = epoch
         controller.on_epoch_end(loss, acc)
     assert switch_epoch(record) == expected == 11
+    assert switch_epoch({**record, "optim": "sgd"}) is None  # no MBT controller, no switch
     record["config"]["optim"]["builder"]["plateau_patience"] = 6
     assert switch_epoch(record) is None
     # recorded α wins over the replay

@@ -339,6 +339,8 @@ def switch_epoch(record: dict) -> int | None:
     if alphas and any(a is not None for a in alphas):
         first = alphas[0]
         return next((i for i, a in enumerate(alphas, 1) if a is not None and a != first), None)
+    if not str(record.get("optim", "mbt_")).startswith("mbt_"):
+        return None  # only the MBT controller switches
     limit = get(record, "config", "optim", "builder", "plateau_patience", default=5)
     losses, accs = history.get("train_loss") or [], history.get("test_acc") or []
     best_loss, best_acc, no_loss, no_acc = math.inf, 0.0, 0, 0
