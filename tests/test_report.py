@@ -393,7 +393,13 @@ train loss (first → final) | status |
         "ours, legacy init, α 0.5, δ0 1, seed 2: settles after iterate 1",
         "paper: settles after 40 iterates",
         "ours: iterate k, after which the lr never changes",
+        # the lower panel: the settling iterate's distribution per init at α 1e-4
+        "torch init (n = 2)", "legacy init (n = 1)", "paper: 40",
     ]
+    # seed 1 changed its lr at its 4th and last iterate: it may settle before or after 40
+    assert "torch init: 40 falls above all 1 run (settling iterate 1); left out: 1 " \
+        "unsettled run too short to place against 40; legacy init: 40 falls above all 1 " \
+        "run (settling iterate 0)." in md
     frame = pd.read_csv(tmp_path / "fig2b.csv")
     assert len(frame) == 21 and set(frame.bn_init) == {"torch", "legacy"}
     assert sorted(set(frame.alpha)) == [1e-4, 0.5] and sorted(set(frame.lr0)) == [0.1, 1.0]

@@ -5,14 +5,19 @@ Fig. 2(b): the learning rate of Two-way Backtracking GD against the iterate, ful
 the seed, which draws both the subset and the weights, vary between runs), and where each
 run settles: :func:`fig2b_settling`, the settling iterate of :mod:`mbt.settle` that
 Figure 2(a) uses too. A full-batch epoch is one step, so ``history["lr"]`` is one value
-per iterate; where a run kept ``step_lrs`` those are concatenated instead.
+per iterate; where a run kept ``step_lrs`` those are concatenated instead. A lower panel
+shows the distribution of the settling iterate per init at α 1e-4 and where the paper's 40
+falls in it (:mod:`.verdicts`).
 Fig. 3: the learning rate MBT-MMT and MBT-NAG use in each epoch, ResNet18, (a) CIFAR10,
-(b) CIFAR100. Figures use ``matplotlib.figure.Figure`` directly: no pyplot, no display.
+(b) CIFAR100, the plateau switch marked, and the verdicts on warm-up, decay and which is
+steadier (:mod:`.verdicts`). Figures use ``matplotlib.figure.Figure`` directly: no pyplot,
+no display.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +29,7 @@ from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 
 from mbt.settle import GRID_RTOL, lr_changes, settled_after
 
-from . import paper
+from . import paper, verdicts
 from .common import DISPLAY, Context, bn_init, fmt_lr, get
 from .selection import Selection
 from .writers import header, md_table, write_csv, write_md
@@ -148,53 +153,44 @@ def _fig2b_sentence(run: _Fig2bRun) -> str:
             f"{run.n}, after {lr_changes(run.lrs)} changes")
 
 
-def fig2b(sel: Selection, ctx: Context) -> list[Path]:
-    claim, paper_iter = paper.CLAIMS["fig2b"]
-    runs = sorted((_fig2b_run(r) for r in sel.records), key=_fig2b_key)
-    varying = {key for key, values in (("init", {run.init for run in runs}),
-                                       ("alpha", {run.alpha for run in runs}),
-                                       ("lr0", {run.lr0 for run in runs}),
-                                       ("seed", {str(run.seed) for run in runs}))
-               if len(values) > 1}
-    # One colour per setting (init, α, δ0), one line style per seed within it.
-    configs = list(dict.fromkeys(run.config for run in runs))
-    palette = matplotlib.colormaps["tab10" if len(configs) <= 10 else "tab20"].colors
-    styles = ("-", "--", "-.", ":")
-    fig = Figure(figsize=(9 if len(runs) > 3 else 7, 4.4), layout="constrained")
-    ax = fig.subplots()
-    rows, csv_rows, notes, per_config = [], [], [], {}
-    for run in runs:
-        r, lrs = run.record, run.lrs
-        steps = (r.get("history") or {}).get("steps") or []
-        if run.unit == "epoch" and any(s and s > 1 for s in steps):
-            notes.append(f"Run `{r.get('run_key')}` took {max(steps)} steps per epoch (not "
-                         "full batch) and kept no per-step lrs: its points are epoch means.")
-        n_train = get(r, "data", "num_train")
-        if n_train and r.get("batch_size") and r["batch_size"] < n_train:
-            notes.append(f"Run `{r.get('run_key')}`: batch {r['batch_size']} < {n_train} "
-                         "training images, so not full batch as in the paper.")
-        color = palette[configs.index(run.config) % len(palette)]
-        nth = per_config.setdefault(run.config, [])
-        nth.append(run)
-        label = ", ".join(["ours", *run.parts(varying)]) + ": " + run.settles()
-        ax.semilogy(range(1, run.n + 1), lrs, color=color, ls=styles[(len(nth) - 1) % 4],
-                    lw=1.5, marker="." if run.n <= 100 else None, ms=4, label=label)
-        if run.settle is not None and run.settle > 0:
-            # the last iterate with another lr: the line the paper's "after 40" matches
-            ax.axvline(run.settle, color=color, ls=":", lw=1.2)
-            ax.plot(run.settle, lrs[run.settle - 1], marker="o", ms=8, mfc="none",
-                    mec=color, mew=1.5, ls="none")
-        csv_rows += [{"run_key": r.get("run_key"), "bn_init": run.init, "alpha": run.alpha,
-                      "lr0": run.lr0, "seed": run.seed, "iterate": i, "lr": v,
-                      "per": run.unit, "settled_after": run.settle}
-                     for i, v in enumerate(lrs, 1)]
-        rows.append([run.init, _num(run.alpha), _num(run.lr0), run.seed,
-                     get(r, "data", "num_train", default=""),
-                     f"{run.n}" + (" steps" if run.unit == "step" else ""),
-                     "not settled" if run.settle is None else run.settle,
-                     "" if run.settle is None else f"{run.settle + 1}–{run.n}",
-                     lr_changes(lrs), f"{lrs[0]:.6g}" if lrs else "",
-                     f"{lrs[-1]:.6g}" if lrs else "", _train_loss(r), r.get("status")])
+_PAPER_ALPHA = 1e-4  # the paper's network α (Sec. 4), the one the settling claim is about
+
+
+def _fig2b_curve(ax, run: _Fig2bRun, color, ls: str, varying: set[str]) -> list:
+    """Draw one run; returns its table row."""
+    r, lrs = run.record, run.lrs
+    label = ", ".join(["ours", *run.parts(varying)]) + ": " + run.settles()
+    ax.semilogy(range(1, run.n + 1), lrs, color=color, ls=ls, lw=1.5,
+                marker="." if run.n <= 100 else None, ms=4, label=label)
+    if run.settle is not None and run.settle > 0:
+        # the last iterate with another lr: the line the paper's "after 40" matches
+        ax.axvline(run.settle, color=color, ls=":", lw=1.2)
+        ax.plot(run.settle, lrs[run.settle - 1], marker="o", ms=8, mfc="none",
+                mec=color, mew=1.5, ls="none")
+    return [run.init, _num(run.alpha), _num(run.lr0), run.seed,
+            get(r, "data", "num_train", default=""),
+            f"{run.n}" + (" steps" if run.unit == "step" else ""),
+            "not settled" if run.settle is None else run.settle,
+            "" if run.settle is None else f"{run.settle + 1}–{run.n}",
+            lr_changes(lrs), f"{lrs[0]:.6g}" if lrs else "",
+            f"{lrs[-1]:.6g}" if lrs else "", _train_loss(r), r.get("status")]
+
+
+def _fig2b_notes(run: _Fig2bRun) -> list[str]:
+    """What keeps a run from being the paper's full-batch setting."""
+    r, notes = run.record, []
+    steps = (r.get("history") or {}).get("steps") or []
+    if run.unit == "epoch" and any(s and s > 1 for s in steps):
+        notes.append(f"Run `{r.get('run_key')}` took {max(steps)} steps per epoch (not "
+                     "full batch) and kept no per-step lrs: its points are epoch means.")
+    n_train = get(r, "data", "num_train")
+    if n_train and r.get("batch_size") and r["batch_size"] < n_train:
+        notes.append(f"Run `{r.get('run_key')}`: batch {r['batch_size']} < {n_train} "
+                     "training images, so not full batch as in the paper.")
+    return notes
+
+
+def _fig2b_lr_axis(ax, runs: list[_Fig2bRun], paper_iter: int, protocol: str | None) -> None:
     ax.axvline(paper_iter, color="0.45", ls="--", lw=1.2,
                label=f"paper: settles after {paper_iter} iterates")
     if any(run.settle for run in runs):
@@ -210,37 +206,110 @@ def fig2b(sel: Selection, ctx: Context) -> list[Path]:
     ax.set_xlabel("iterate (full-batch step)")
     ax.set_ylabel("learning rate")
     ax.set_title("Fig. 2(b): Two-way Backtracking GD, full batch"
-                 + ("" if sel.protocol == "full" else f" [{sel.protocol}]"))
+                 + ("" if protocol == "full" else f" [{protocol}]"))
     if len(runs) > 3:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     else:
         ax.legend(fontsize=8, loc="upper right")
+
+
+def _settling_groups(runs: list[_Fig2bRun]) -> dict[str, list[_Fig2bRun]]:
+    """The runs at the paper's α, per BatchNorm init (and δ0 where several were run)."""
+    mine = [run for run in runs if run.alpha is not None
+            and math.isclose(run.alpha, _PAPER_ALPHA, rel_tol=1e-9)]
+    several = len({run.lr0 for run in mine}) > 1
+    groups: dict[str, list[_Fig2bRun]] = {}
+    for run in mine:
+        label = f"{run.init} init" + (f", δ0 {_num(run.lr0)}" if several else "")
+        groups.setdefault(label, []).append(run)
+    return groups
+
+
+def _fig2b_cdf(ax, runs: list[_Fig2bRun], paper_iter: int, color_of) -> list[str]:
+    """The distribution of the settling iterate per init (empirical CDF, unsettled runs
+    never counted in: a curve below 1 at the right end), with the paper's iterate marked;
+    returns one sentence per init: where the paper's iterate falls among our runs."""
+    groups = _settling_groups(runs)
+    end = max((run.n for run in runs), default=paper_iter)
+    sentences = []
+    for label, mine in groups.items():
+        ks = sorted(run.settle for run in mine if run.settle is not None)
+        ys = [i / len(mine) for i in range(len(ks) + 1)]
+        ax.step([0, *ks, end], [*ys, ys[-1]], where="post", lw=1.5, color=color_of(mine[0]),
+                label=f"{label} (n = {len(mine)})")
+        sentences.append(verdicts.settling_sentence(
+            label, [run.settle for run in mine], [run.n for run in mine], paper_iter))
+    ax.axvline(paper_iter, color="0.45", ls="--", lw=1.2, label=f"paper: {paper_iter}")
+    ax.set_xlabel("settling iterate k")
+    ax.set_ylabel("share of runs settled")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(f"settling iterate at α {_num(_PAPER_ALPHA)}, empirical CDF per init"
+                 + ("" if groups else f": no run at α {_num(_PAPER_ALPHA)}"))
+    ax.legend(fontsize=8, loc="lower right")
+    return sentences
+
+
+def _fig2b_ours(runs: list[_Fig2bRun], varying: set[str]) -> str:
+    if len(runs) == 1:
+        return "**Ours**: " + _fig2b_sentence(runs[0]) + "."
+    ks = sorted(run.settle for run in runs if run.settle is not None)
+    return (f"**Ours**: {len(ks)} of {len(runs)} runs settle"
+            + (f", after iterate {ks[0]}–{ks[-1]} (median {statistics.median(ks):g})"
+               if ks else "") + "; " + "; ".join(
+                   ", ".join(run.parts(varying)) + ": " + _fig2b_sentence(run)
+                   for run in runs) + ".")
+
+
+_FIG2B_DEFINITION = (
+    "**Settling iterate** k (`mbt.settle.settling_iterate`, the definition Figure 2(a) "
+    "uses): the first iterate after which the learning rate never changes within the "
+    f"run: iterates k+1, …, N all use one lr (equal within relative {fmt_lr(GRID_RTOL)}); "
+    "k = 0 if it never changes. A Figure 2(b) run's iterates are its epochs (one "
+    "full-batch step each); it ends after the epochs it was configured for, not cut "
+    "short by a bound, so it counts as settled when its last lr was used at least "
+    f"{FIG2B_MIN_TAIL} times (k ≤ N − {FIG2B_MIN_TAIL}), *not settled* when the lr "
+    "changes at its last iterate. The paper's \"after 40 iterates\" is read the same "
+    "way (k = 40). In the figure a dotted line and a circle mark iterate k of each run.")
+
+
+def fig2b(sel: Selection, ctx: Context) -> list[Path]:
+    claim, paper_iter = paper.CLAIMS["fig2b"]
+    runs = sorted((_fig2b_run(r) for r in sel.records), key=_fig2b_key)
+    varying = {key for key, values in (("init", {run.init for run in runs}),
+                                       ("alpha", {run.alpha for run in runs}),
+                                       ("lr0", {run.lr0 for run in runs}),
+                                       ("seed", {str(run.seed) for run in runs}))
+               if len(values) > 1}
+    # One colour per setting (init, α, δ0), one line style per seed within it.
+    configs = list(dict.fromkeys(run.config for run in runs))
+    palette = matplotlib.colormaps["tab10" if len(configs) <= 10 else "tab20"].colors
+    fig = Figure(figsize=(9 if len(runs) > 3 else 7, 7.4), layout="constrained")
+    ax, cdf = fig.subplots(2, 1, gridspec_kw={"height_ratios": [3, 2]})
+    rows, csv_rows, notes, per_config = [], [], [], {}
+    for run in runs:
+        nth = per_config.setdefault(run.config, [])
+        nth.append(run)
+        rows.append(_fig2b_curve(ax, run, palette[configs.index(run.config) % len(palette)],
+                                 ("-", "--", "-.", ":")[(len(nth) - 1) % 4], varying))
+        notes += _fig2b_notes(run)
+        csv_rows += [{"run_key": run.record.get("run_key"), "bn_init": run.init,
+                      "alpha": run.alpha, "lr0": run.lr0, "seed": run.seed, "iterate": i,
+                      "lr": v, "per": run.unit, "settled_after": run.settle}
+                     for i, v in enumerate(run.lrs, 1)]
+    _fig2b_lr_axis(ax, runs, paper_iter, sel.protocol)
+    where = _fig2b_cdf(cdf, runs, paper_iter,
+                       lambda run: palette[configs.index(run.config) % len(palette)])
     out = ctx.out
     out.mkdir(parents=True, exist_ok=True)
     fig.savefig(out / "fig2b.png", dpi=120)
-
-    settled = [run for run in runs if run.settle is not None]
-    if len(runs) == 1:
-        ours = "**Ours**: " + _fig2b_sentence(runs[0]) + "."
-    else:
-        ks = sorted(run.settle for run in settled)
-        ours = (f"**Ours**: {len(settled)} of {len(runs)} runs settle"
-                + (f", after iterate {ks[0]}–{ks[-1]} (median {statistics.median(ks):g})"
-                   if ks else "") + "; " + "; ".join(
-                       ", ".join(run.parts(varying)) + ": " + _fig2b_sentence(run)
-                       for run in runs) + ".")
-    definition = (
-        "**Settling iterate** k (`mbt.settle.settling_iterate`, the definition Figure 2(a) "
-        "uses): the first iterate after which the learning rate never changes within the "
-        f"run: iterates k+1, …, N all use one lr (equal within relative {fmt_lr(GRID_RTOL)}); "
-        "k = 0 if it never changes. A Figure 2(b) run's iterates are its epochs (one "
-        "full-batch step each); it ends after the epochs it was configured for, not cut "
-        "short by a bound, so it counts as settled when its last lr was used at least "
-        f"{FIG2B_MIN_TAIL} times (k ≤ N − {FIG2B_MIN_TAIL}), *not settled* when the lr "
-        "changes at its last iterate. The paper's \"after 40 iterates\" is read the same "
-        "way (k = 40). In the figure a dotted line and a circle mark iterate k of each run.")
+    spread = (f"**Where the paper's {paper_iter} falls** among our settling iterates at α "
+              f"{_num(_PAPER_ALPHA)} (percentile rank: the share of runs that settle "
+              f"before it, ties half; lower panel of the figure): "
+              + ("; ".join(where) if where else f"n/a: no run at α {_num(_PAPER_ALPHA)}")
+              + ".")
     lines = header("Figure 2(b): learning rate of Two-way Backtracking GD vs iterate, full "
-                   "batch", sel, ctx, [f"**Paper**: {claim}.", ours, definition, *notes])
+                   "batch", sel, ctx, [f"**Paper**: {claim}.", _fig2b_ours(runs, varying),
+                                       spread, _FIG2B_DEFINITION, *notes])
     lines += ["![fig2b](fig2b.png)", "",
               *md_table(["BatchNorm init", "α", "δ0 (start lr)", "seed (subset and weights)",
                          "images", "iterates", "settles after iterate", "lr constant at iterates",
@@ -281,7 +350,7 @@ def fig3(sel: Selection, ctx: Context) -> list[Path]:
     # and a dashed one with open squares stay visible on top of each other.
     styles = {"mbt_mmt": dict(color="C0", ls="-", marker="o", ms=5),
               "mbt_nag": dict(color="C1", ls="--", marker="s", ms=8, mfc="none", mew=1.4)}
-    rows, csv_rows, ratios = [], [], {}
+    rows, csv_rows, ratios, shapes = [], [], {}, []
     for ax, letter, ds in zip(axes, "abcdefgh", datasets):
         mine = [r for r in runs if r.get("dataset") == ds]
         series = {tuple(float(v) for v in (r.get("history") or {}).get("lr") or [])
@@ -293,6 +362,11 @@ def fig3(sel: Selection, ctx: Context) -> list[Path]:
             style = styles.get(r.get("optim"), dict(ls="-."))
             ax.semilogy(epochs, lrs, lw=1.5, label=_label(r, many),
                         markevery=max(1, len(lrs) // 20), **style)
+            switch = verdicts.switch_epoch(r)
+            shapes.append((r, verdicts.fig3_shape(lrs, switch)))
+            if switch is not None:
+                ax.axvline(switch, color=style.get("color", "0.4"), ls=":", lw=1.2,
+                           label=f"{_label(r, many)}: α switched, epoch {switch}")
             for i, (e, v) in enumerate(zip(epochs, lrs)):
                 csv_rows.append({
                     "dataset": ds, "optim": r.get("optim"), "seed": r.get("seed"),
@@ -357,7 +431,7 @@ def fig3(sel: Selection, ctx: Context) -> list[Path]:
               "values.*", "",
               *md_table(["data", "optimizer", "seed", "epochs", "lr epoch 1", "peak lr (epoch)",
                          "final lr", "last-half max/min", "lr changes", "best acc (epoch)",
-                         "status"], rows), ""]
+                         "status"], rows), "", *verdicts.fig3_lines(shapes, datasets)]
     return [write_md(out / "fig3.md", lines), write_csv(out / "fig3.csv", pd.DataFrame(csv_rows)),
             out / "fig3.png"]
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from . import paper
+from . import paper, verdicts
 from .common import (
     DISPLAY,
     Context,
@@ -147,14 +147,17 @@ def _grid_md(rows: list[dict], row_key, col_key, col_label) -> list[str]:
     return md_table(["", *(col_label(c) for c in col_ids)], body)
 
 
-def _accuracy_table(sel: Selection, ctx: Context, table: str, title: str, grid) -> list[Path]:
+def _accuracy_table(sel: Selection, ctx: Context, table: str, title: str, grid,
+                    claims=None) -> list[Path]:
+    """``claims(rows)``: the claim-level verdicts section (:mod:`.verdicts`), if any."""
     rows, keys = _accuracy_rows(sel, table, ctx)
     note = ("Ours: best test accuracy over the epochs (the paper's measure), mean ± sample "
             "std over n seeds; a diverged run counts as chance accuracy (100 / classes), "
             "shown `(div)`. Δ = ours − paper. Paper: " + paper_ref(table) + ".")
     lines = header(title, sel, ctx, [note])
-    lines += [f"## In the paper's layout: ours ({sel.protocol}) / paper", "", *grid(rows), "",
-              "## Every cell", "", *_long_md(rows, keys, sel.protocol), ""]
+    lines += [f"## In the paper's layout: ours ({sel.protocol}) / paper", "", *grid(rows), ""]
+    lines += claims(rows) if claims else []
+    lines += ["## Every cell", "", *_long_md(rows, keys, sel.protocol), ""]
     out = ctx.out
     return [write_md(out / f"{table}.md", lines), write_csv(out / f"{table}.csv",
                                                              _acc_csv(rows, keys))]
@@ -170,7 +173,9 @@ def table2(sel: Selection, ctx: Context) -> list[Path]:
         return _grid_md(rows, lambda r: r["optim"], lambda r: r["lr"], fmt_lr)
 
     return _accuracy_table(sel, ctx, "table2", "Table 2: best test accuracy (%) of optimizers "
-                           "× start learning rate, ResNet18 / CIFAR10", grid)
+                           "× start learning rate, ResNet18 / CIFAR10", grid,
+                           lambda rows: verdicts.table2_lines(rows, sel.records,
+                                                              sel.spec.cell_of))
 
 
 def table3(sel: Selection, ctx: Context) -> list[Path]:
@@ -179,7 +184,8 @@ def table3(sel: Selection, ctx: Context) -> list[Path]:
                         lambda c: f"{DISPLAY.get(c[0], c[0])} {DISPLAY.get(c[1], c[1])}")
 
     return _accuracy_table(sel, ctx, "table3", "Table 3: best test accuracy (%) of MBT-MMT "
-                           "and MBT-NAG across models and data sets", grid)
+                           "and MBT-NAG across models and data sets", grid,
+                           verdicts.table3_lines)
 
 
 # --- Table 1: the learning rate MBT-GD finds ------------------------------------------------
