@@ -371,3 +371,23 @@ def test_imports_go_down_the_layers_and_have_no_cycle():
     for m in sorted(graph):
         if m not in state:
             visit(m, [])
+
+
+# -- citation and changelog ------------------------------------------------------------
+def test_citation_cff_agrees_with_pyproject():
+    """CITATION.cff (CFF 1.2.0) names this version and licence, and cites the paper whose
+    DOI pyproject's Paper URL resolves."""
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0"
+    assert {"message", "title", "authors"} <= cff.keys() and cff["type"] == "software"
+    assert str(cff["version"]) == PROJECT["version"] and cff["license"] == PROJECT["license"]
+    paper = cff["preferred-citation"]
+    assert paper["type"] == "article" and isinstance(paper["year"], int)
+    assert [a["family-names"] for a in paper["authors"]] == ["Truong", "Nguyen"]
+    assert PROJECT["urls"]["Paper"] == f"https://doi.org/{paper['doi']}"
+    assert re.fullmatch(r"10\.\d{4,9}/[A-Za-z0-9:/_;\-.()\[\]]+", paper["doi"])
+
+
+def test_changelog_has_an_unreleased_section():
+    text = (ROOT / "CHANGELOG.md").read_text()
+    assert text.startswith("# Changelog") and "\n## [Unreleased]\n" in text
