@@ -241,3 +241,22 @@ def test_wheel_console_scripts_and_reports_with_the_train_extra(venv):
     # The paper's column is read from the wheel's mbt/paper_data (no results/ here).
     assert not (venv.tmp / "cwd" / "results").exists()
     assert "0.0153" in (out / "table1.md").read_text()
+
+
+def test_a_wheel_install_inside_a_git_repo_records_no_commit(tmp_path, monkeypatch):
+    """A venv inside some checkout (a project's .venv) puts the wheel's mbt in that repo's
+    tree: its commit is not the code that ran."""
+    from mbt import runinfo
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x")
+    site = tmp_path / ".venv" / "lib" / "python3.11"  # REPO_ROOT of a wheel install
+    site.mkdir(parents=True)
+    monkeypatch.setattr(runinfo, "REPO_ROOT", site)
+    assert runinfo.git_state.__wrapped__() == {"commit": "unknown", "dirty": False}
+    if (ROOT / ".git").exists():  # a checkout still names its commit
+        monkeypatch.setattr(runinfo, "REPO_ROOT", ROOT)
+        assert runinfo.git_state.__wrapped__()["commit"] != "unknown"
