@@ -10,7 +10,9 @@ extra's. A package outside the closure is not importable there, as after `pip in
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
+import json
 import os
 import shutil
 import subprocess
@@ -234,6 +236,10 @@ def test_wheel_console_scripts_and_reports_with_the_train_extra(venv):
         proc = venv.run([str(venv.bin / script), "--help"], train=True)
         assert proc.returncode == 0, (script, proc.stderr[-2000:])
         assert proc.stdout.strip(), f"{script} --help printed nothing"
+    proc = venv.run([str(venv.bin / "mbt-toy"), "function=quartic", "method=unbounded",
+                     "max_iters=50"], train=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.splitlines()[-1])["function"] == "quartic"
     out = venv.tmp / "report"
     proc = venv.run([str(venv.bin / "mbt-report"), "table1", "--ledger",
                      str(ROOT / "results" / "ledger.jsonl"), "--out", str(out)], train=True)
