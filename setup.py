@@ -4,6 +4,7 @@ in the source tree, where the Makefile, docs, tests and other branches name them
 ``mbt.config_paths`` looks in the package first, then in the checkout (an editable install
 or ``PYTHONPATH=src`` reads the root's files, so nothing is copied for them)."""
 
+import shutil
 from pathlib import Path
 
 from setuptools import setup
@@ -28,6 +29,8 @@ class BuildPyWithData(build_py):
             if not files:  # e.g. an sdist made without MANIFEST.in: never a wheel without them
                 raise SystemExit(f"error: no {'/'.join(patterns)} under {src} to ship as "
                                  f"mbt/{dest}")
+            # A reused build/ (in-tree `pip install .`) must not ship a file deleted since.
+            shutil.rmtree(Path(self.build_lib, "mbt", dest), ignore_errors=True)
             for f in files:
                 target = Path(self.build_lib, "mbt", dest, f.relative_to(src))
                 self.mkpath(str(target.parent))
