@@ -192,7 +192,7 @@ def test_wheel_ships_the_configs_and_the_paper_numbers(venv):
     with zipfile.ZipFile(venv.wheel) as zf:
         names = set(zf.namelist())
     configs = {f"mbt/conf/{p.relative_to(ROOT / 'conf').as_posix()}"
-               for p in (ROOT / "conf").rglob("*.yaml")}
+               for p in (ROOT / "conf").rglob("*") if p.is_file()}  # every file Hydra may read
     paper = {f"mbt/paper_data/{p.name}" for p in (ROOT / "results" / "paper").glob("*.csv")}
     assert "mbt/conf/train.yaml" in configs and "mbt/paper_data/table1.csv" in paper
     assert configs | paper <= names, sorted((configs | paper) - names)
