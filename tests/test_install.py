@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from clirun import one_error_line
 from mbt import cli, config_paths
@@ -168,6 +169,10 @@ def venv(tmp_path_factory) -> Venv:
                 "__pycache__", "*.egg-info"))
         else:
             shutil.copy2(source, target)
+    setuptools = importlib.metadata.version("setuptools")
+    assert Version(setuptools) >= Version("77"), (
+        f"setuptools {setuptools} cannot build mbt offline (pyproject's build-system wants "
+        ">=77; mbt[dev] installs it)")
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
     subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
                     "-w", str(tmp / "dist"), str(tree)], check=True, timeout=TIMEOUT)
