@@ -35,8 +35,8 @@ except ModuleNotFoundError:  # Python 3.10
 
 ROOT = Path(__file__).resolve().parents[1]
 # What the wheel is built from (setup.py's DATA and MANIFEST.in name the data directories).
-SOURCES = ["pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "LICENSE", "src", "conf",
-           "results/paper"]
+SOURCES = ["pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "LICENSE", "CITATION.cff",
+           "CHANGELOG.md", "src", "conf", "results/paper"]
 SCRIPTS = ["mbt-train", "mbt-find-lr", "mbt-toy", "mbt-report", "mbt-bench"]
 HEAVY = ["hydra", "omegaconf", "wandb", "pandas", "matplotlib", "torchvision"]
 TIMEOUT = 300  # seconds a subprocess may take: each imports torch on a busy 2-core machine
