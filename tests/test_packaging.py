@@ -89,13 +89,14 @@ def _env_pip() -> tuple[dict[str, Requirement], set[str]]:
     return reqs, extras
 
 
-def _third_party_imports(module_level: bool = False) -> dict[str, set[str]]:
-    """Top-level names imported under src/mbt -> files: anywhere, or (``module_level``) only
-    by statements that run on import (an extra's package may be imported inside the
-    function that needs it, never at module level)."""
+def _third_party_imports(module_level: bool = False,
+                         paths: Iterable[Path] | None = None) -> dict[str, set[str]]:
+    """Top-level names imported under src/mbt (or in ``paths``) -> files: anywhere, or
+    (``module_level``) only by statements that run on import (an extra's package may be
+    imported inside the function that needs it, never at module level)."""
     stdlib = set(sys.stdlib_module_names)
     seen: dict[str, set[str]] = {}
-    for path in sorted(SRC.rglob("*.py")):
+    for path in sorted(SRC.rglob("*.py") if paths is None else paths):
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in (tree.body if module_level else ast.walk(tree)):
             if isinstance(node, ast.Import):
@@ -112,13 +113,48 @@ def _third_party_imports(module_level: bool = False) -> dict[str, set[str]]:
 
 
 # -- imports ---------------------------------------------------------------------------
-def test_every_module_level_import_is_a_core_dependency():
+def _optim_files() -> list[Path]:
+    """The files that ``import mbt.optim`` runs: the package and every mbt module it
+    imports at module level, transitively."""
+    graph, todo, seen = _module_imports(), ["mbt.optim"], set()
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo += graph.get(module, ())
+            todo += [module.rpartition(".")[0]] if "." in module else []  # parents run too
+    files = []
+    for module in seen:
+        path = SRC.parent.joinpath(*module.split("."))
+        files.append(path / "__init__.py" if path.is_dir() else path.with_suffix(".py"))
+    return files
+
+
+def test_mbt_optim_needs_only_the_core_and_the_core_only_what_it_imports():
+    """`pip install mbt` is torch and what mbt.optim imports: the optimizers drop into any
+    PyTorch code without Hydra, W&B, pandas or torchvision."""
+    files = _optim_files()
+    assert SRC / "optim" / "mbt_finder.py" in files and SRC / "__init__.py" in files
+    imports = {_dist(name) for name in _third_party_imports(module_level=True, paths=files)}
+    assert imports == set(_requirements()), (
+        f"mbt.optim imports {sorted(imports)} at module level; pyproject's core "
+        f"dependencies are {sorted(_requirements())}")
+
+
+def test_every_module_level_import_is_core_or_in_the_train_extra():
+    """The console scripts (mbt.cli) name the train extra for any missing import."""
     imports = _third_party_imports(module_level=True)
-    assert {"torch", "numpy", "PIL"} <= imports.keys()  # the scan itself works
-    core = _requirements()
-    missing = {name: sorted(files) for name, files in imports.items() if _dist(name) not in core}
-    assert not missing, (f"imported on import of src/mbt but not in pyproject's core "
-                         f"dependencies: {missing}")
+    assert {"torch", "numpy", "PIL", "hydra", "pandas"} <= imports.keys()  # the scan works
+    stack = _requirements({"train"})
+    missing = {name: sorted(files) for name, files in imports.items() if _dist(name) not in stack}
+    assert not missing, (f"imported on import of src/mbt but neither core nor in the train "
+                         f"extra: {missing}")
+
+
+def test_dev_installs_the_train_stack():
+    """`make install` (mbt[dev]) runs every target: the tests, the sweeps, the reports."""
+    dev = _requirements({"dev"})
+    assert _requirements({"train"}).keys() <= dev.keys()
 
 
 def test_every_import_is_declared_by_core_or_an_extra():
@@ -264,6 +300,7 @@ LAYERS = {
     "mbt.entry": 4,
     "mbt.train": 5, "mbt.find_lr": 5, "mbt.launchers": 5, "mbt.ledger_migrate": 5,
     "mbt.bench": 5, "mbt.toy.__main__": 5, "mbt.report.__main__": 5,
+    "mbt.cli": 6,
 }
 
 
@@ -313,11 +350,13 @@ def test_imports_go_down_the_layers_and_have_no_cycle():
             if not same_package and dst_rank >= src_rank and dst != "mbt":
                 upward.append(f"{src} -> {dst}")
     assert not upward, upward
-    # The report never re-trains: it reads the ledger (and W&B), not the training code.
+    # The report never re-trains: it reads the ledger (and W&B), not the training code
+    # (config_paths: where the paper's CSVs are).
     report_reads = {f"{m} -> {t}" for m, ts in graph.items() if m.startswith("mbt.report")
                     for t in ts if _layer(t)[0] not in ("mbt.report", "mbt.report.__main__",
                                                         "mbt.ledger", "mbt.settle",
-                                                        "mbt.tracking", "mbt")}
+                                                        "mbt.tracking", "mbt.config_paths",
+                                                        "mbt")}
     assert not report_reads, report_reads
     state: dict[str, int] = {}
 
@@ -332,3 +371,23 @@ def test_imports_go_down_the_layers_and_have_no_cycle():
     for m in sorted(graph):
         if m not in state:
             visit(m, [])
+
+
+# -- citation and changelog ------------------------------------------------------------
+def test_citation_cff_agrees_with_pyproject():
+    """CITATION.cff (CFF 1.2.0) names this version and licence, and cites the paper whose
+    DOI pyproject's Paper URL resolves."""
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0"
+    assert {"message", "title", "authors"} <= cff.keys() and cff["type"] == "software"
+    assert str(cff["version"]) == PROJECT["version"] and cff["license"] == PROJECT["license"]
+    paper = cff["preferred-citation"]
+    assert paper["type"] == "article" and isinstance(paper["year"], int)
+    assert [a["family-names"] for a in paper["authors"]] == ["Truong", "Nguyen"]
+    assert PROJECT["urls"]["Paper"] == f"https://doi.org/{paper['doi']}"
+    assert re.fullmatch(r"10\.\d{4,9}/[A-Za-z0-9:/_;\-.()\[\]]+", paper["doi"])
+
+
+def test_changelog_has_an_unreleased_section():
+    text = (ROOT / "CHANGELOG.md").read_text()
+    assert text.startswith("# Changelog") and "\n## [Unreleased]\n" in text

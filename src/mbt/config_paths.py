@@ -1,6 +1,20 @@
-"""Where the Hydra configs live: ``conf/`` at the repository root (editable install)."""
+"""Where mbt's data files live: the Hydra configs and the paper's published numbers.
+
+A wheel carries them inside the package (``mbt/conf``, ``mbt/paper_data``: setup.py copies
+them at build time). A source checkout (editable install, ``PYTHONPATH=src``) has no such
+copies and reads ``conf/`` and ``results/paper/`` at the repository root, where the
+Makefile, docs and tests name them."""
 
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CONF_DIR = REPO_ROOT / "conf"
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parents[1]  # the checkout; meaningless in a wheel install
+
+
+def _shipped_or_checkout(shipped: str, checkout: str) -> Path:
+    packaged = PACKAGE_DIR / shipped
+    return packaged if packaged.is_dir() else REPO_ROOT / checkout
+
+
+CONF_DIR = _shipped_or_checkout("conf", "conf")
+PAPER_DIR = _shipped_or_checkout("paper_data", "results/paper")

@@ -35,6 +35,10 @@ def git_state() -> dict[str, object]:
 
     ``dirty`` means uncommitted changes to tracked files outside ``results/``: appending
     to the committed ledger (``paths.ledger=results/ledger.jsonl``) is not a code change."""
+    if not (REPO_ROOT / "pyproject.toml").is_file():
+        # A wheel install: git would answer for whatever repo holds the venv, if any.
+        return {"commit": "unknown", "dirty": False}
+
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
                               timeout=10, check=True).stdout.strip()

@@ -51,7 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="wandb: the W&B public API (needs credentials and network)")
     p.add_argument("--project", default="mbt", help="W&B project for --source wandb")
     p.add_argument("--entity", default=None, help="W&B entity for --source wandb")
-    p.add_argument("--paper-dir", default=None, help="paper CSVs (default: results/paper)")
+    p.add_argument("--paper-dir", default=None,
+                   help="paper CSVs (default: the copy shipped with mbt; results/paper in a "
+                        "source checkout)")
     p.add_argument("--force", action="store_true",
                    help="replace committed outputs even with a lower protocol or fewer runs")
     return p.parse_args(argv)

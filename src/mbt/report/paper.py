@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from mbt.config_paths import PAPER_DIR
+
 from .common import lr_key
 
 __all__ = ["CLAIMS", "LR_GRID", "TABLES", "load", "paper_dir"]
@@ -29,9 +31,8 @@ CLAIMS = {
 
 
 def paper_dir() -> Path:
-    """``results/paper`` of the source checkout (editable install), else of the cwd."""
-    here = Path(__file__).resolve().parents[3] / "results" / "paper"
-    return here if here.is_dir() else Path("results") / "paper"
+    """The CSVs shipped in the package (a wheel), else ``results/paper`` of the checkout."""
+    return PAPER_DIR
 
 
 def load(table: str, directory: str | Path | None = None) -> pd.DataFrame:
