@@ -101,7 +101,30 @@ def test_cpu_protocol_is_real_data_sized_for_two_cores(compose, preset):
 
 def test_cpu_protocol_is_refused_where_no_preset_defines_it(compose):
     with pytest.raises(ConfigError, match="protocol=cpu is defined only"):
-        validate(without_hydra(compose("experiment=table2", "protocol=cpu")))
+        validate(without_hydra(compose("experiment=fig2b", "protocol=cpu")))
+
+
+@pytest.mark.parametrize("experiment", ["table2", "table2_mbt", "table3", "fig3"])
+def test_cpu_protocol_of_the_training_targets_is_real_images_in_bf16(compose, experiment):
+    """Issue 23: the cpu presets train on real images only (no synthetic fallback), batch
+    100, bf16 + channels_last; MBT keeps the paper's 20-mini-batch fp32 search."""
+    cfg = compose(f"experiment={experiment}", "protocol=cpu")
+    validate(without_hydra(cfg))
+    assert (cfg.data.subset, cfg.data.synthetic_fallback, cfg.data.allow_partial) == (
+        2000, False, True)
+    assert (cfg.trainer.batch_size, cfg.trainer.amp_bf16, cfg.trainer.channels_last) == (
+        100, True, True)
+    assert cfg.trainer.epochs == (30 if experiment == "fig3" else 8)
+    assert cfg.optim.builder.get("num_batches", 20) == 20
+
+
+def test_cpu_table2_sweeps_the_papers_grid_and_mbt_three_seeds():
+    grid = sweep_params("table2_cpu")
+    assert grid == sweep_params("table2_full")
+    mbt = sweep_params("table2_mbt_cpu")
+    assert (mbt.optim, str(mbt.seed)) == ("mbt_gd,mbt_mmt,mbt_nag", "0,1,2")
+    models = sweep_params("table3_cpu").model.split(",")
+    assert len(models) == 5 and sweep_params("table3_cpu").data == "cifar10"
 
 
 def test_table2_quick_uses_each_baselines_best_paper_lr(compose):
