@@ -163,7 +163,8 @@ class MBTController(EpochController):
         """Search if due, then set the SGD lr and clear momentum; returns the report or None.
 
         ``dataset_size`` / ``batch_size`` default to ``len(loader.dataset)`` and
-        ``loader.batch_size`` of a DataLoader ``train_batches``.
+        ``loader.batch_size`` of a DataLoader ``train_batches``. Under DDP every rank calls
+        this with its own loader; the search averages over the ranks, so all set one lr.
         """
         self.patience = min(self.epochs_no_loss_gain, self.epochs_no_acc_gain)
         stalled = self.patience > self.plateau_patience
