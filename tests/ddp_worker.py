@@ -55,11 +55,8 @@ def same_on_all_ranks(t: torch.Tensor) -> bool:
     return all(torch.equal(c, copies[0]) for c in copies)
 
 
-def two_way_gd() -> dict:
-    from mbt.optim import TwoWayBacktrackingGD
-
-    net = DDP(model())
-    opt = TwoWayBacktrackingGD(net.parameters(), lr=1.0, alpha=0.5, beta=0.5)
+def step_sizes(net: nn.Module, opt) -> list[float]:
+    """3 epochs of line-search steps on the rank's shard; the step size of each."""
     loss_fn = nn.CrossEntropyLoss()
     lrs = []
     for _ in range(3):
@@ -74,7 +71,22 @@ def two_way_gd() -> dict:
 
             opt.step(closure)
             lrs.append(opt.last_search["lr"])
-    return {"lrs": lrs, "params_equal": same_on_all_ranks(flat(net))}
+    return lrs
+
+
+def line_searches() -> dict:
+    """Two-way Backtracking GD, and Backtracking NAG and SLS (the other users of
+    ``Objective``): the step sizes taken, and whether the weights agree."""
+    from mbt.optim import SLS, BacktrackingNAG, TwoWayBacktrackingGD
+
+    out = {}
+    for name, build in (("two_way", lambda p: TwoWayBacktrackingGD(p, lr=1.0, beta=0.5)),
+                        ("nag", lambda p: BacktrackingNAG(p, lr=1.0, beta=0.5)),
+                        ("sls", lambda p: SLS(p, lr=1.0, n_batches_per_epoch=4))):
+        net = DDP(model())
+        lrs = step_sizes(net, build(net.parameters()))
+        out[name] = {"lrs": lrs, "params_equal": same_on_all_ranks(flat(net))}
+    return out
 
 
 def report_dict(report) -> dict:
@@ -121,7 +133,7 @@ def main() -> None:
     # A rank left waiting in a collective gives up within a minute instead of hanging.
     dist.init_process_group("gloo", timeout=timedelta(seconds=60))
     torch.set_num_threads(1)
-    result = {"gd": two_way_gd, "mbt": mbt}[check]()
+    result = {"gd": line_searches, "mbt": mbt}[check]()
     gathered = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, result)
     if dist.get_rank() == 0:

@@ -41,11 +41,17 @@ def torchrun(check: str, tmp_path: Path) -> list[dict]:
     return json.loads(out.read_text())
 
 
-def test_two_way_gd_ranks_take_the_same_steps(tmp_path):
-    ranks = torchrun("gd", tmp_path)
-    assert ranks[0]["lrs"] == ranks[1]["lrs"]
-    assert len(set(ranks[0]["lrs"])) > 1  # the searches did decide something
-    assert all(r["params_equal"] for r in ranks)
+@pytest.mark.parametrize("name", ["two_way", "nag", "sls"])
+def test_line_search_ranks_take_the_same_steps(name, gd_ranks):
+    first, second = (r[name] for r in gd_ranks)
+    assert second["lrs"] == first["lrs"]
+    assert len(set(first["lrs"])) > 1  # the searches did decide something
+    assert first["params_equal"] and second["params_equal"]
+
+
+@pytest.fixture(scope="module")
+def gd_ranks(tmp_path_factory) -> list[dict]:
+    return torchrun("gd", tmp_path_factory.mktemp("ddp"))
 
 
 def test_mbt_finder_agrees_across_ranks_and_with_one_process(tmp_path):
