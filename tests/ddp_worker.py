@@ -125,6 +125,14 @@ def mbt() -> dict:
             optimizer.step()
         controller.on_epoch_end(loss.item())
     out["controller"] = {"lrs": lrs, "params_equal": same_on_all_ranks(flat(net))}
+
+    # The plateau rule's inputs differ per rank (rank 1 does not evaluate): one verdict.
+    _, plateau = build_mbt("gd", bare.parameters())
+    first = dist.get_rank() == 0
+    plateau.on_epoch_end(1.0, 0.5 if first else None)
+    plateau.on_epoch_end(0.9 if first else 1.3, 0.4 if first else None)
+    out["plateau"] = [plateau.best_loss, plateau.best_acc, plateau.epochs_no_loss_gain,
+                      plateau.epochs_no_acc_gain]
     return out
 
 

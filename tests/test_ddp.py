@@ -63,6 +63,8 @@ def test_mbt_finder_agrees_across_ranks_and_with_one_process(tmp_path):
         assert r["bare"] == r["wrapped"]  # grads averaged by the finder without DDP's hooks
         assert r["unchanged"]
         assert r["ragged"] == 2  # all ranks stop when the first runs out
+        # mean loss 1.0 then 1.1, rank 0's accuracy 0.5 then 0.4: no gain on either count
+        assert r["plateau"] == pytest.approx([1.0, 0.5, 1, 1])
 
     # One process on both ranks' batches, BatchNorm per half: the same search.
     x, y = ddp_worker.dataset().tensors
