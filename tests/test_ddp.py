@@ -29,7 +29,10 @@ def torchrun(check: str, tmp_path: Path) -> list[dict]:
     out = tmp_path / f"{check}.json"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(WORKER), check, str(out)]
-    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, text=True,
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if sys.platform == "linux":  # gloo on the loopback device only, not the host's address
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    proc = subprocess.Popen(cmd, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         output, _ = proc.communicate(timeout=240)
