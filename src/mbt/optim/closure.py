@@ -137,6 +137,16 @@ def _world() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def _mean_over_ranks(loss: torch.Tensor, world: int) -> float:
+    """The scalar ``loss`` averaged over ``world`` ranks: one all-reduce in float64 on its
+    own device (NCCL reduces CUDA tensors only); ``float(loss)`` when ``world`` is 1."""
+    if world == 1:
+        return float(loss)
+    t = loss.detach().to(torch.float64).reshape(1).clone()
+    torch.distributed.all_reduce(t)
+    return float(t) / world
+
+
 class Objective:
     """f for one optimizer step: ``f(backward=True)`` at the starting point (its side
     effects stay, as SGD's forward), then any number of trials ``f(backward=False)``
@@ -167,12 +177,9 @@ class Objective:
         return self._reduce(torch.tensor(value, dtype=torch.float64, device=self.device))
 
     def _reduce(self, loss: torch.Tensor) -> float:
-        if self.world == 1:
-            return float(loss)
-        self.device = loss.device
-        t = loss.detach().to(torch.float64).reshape(1).clone()
-        torch.distributed.all_reduce(t)
-        return float(t) / self.world
+        if self.world > 1:
+            self.device = loss.device
+        return _mean_over_ranks(loss, self.world)
 
 
 def make_closure(

@@ -60,9 +60,18 @@ restarted, as the code does (so a 3-batch list gives batches 0,1,2,0,1,...). A
 one-shot iterator that yields nothing after a restart ends the search early with
 the batches it gave (logged as a warning); no batch at all is an error.
 
-The model must live on one device. With DistributedDataParallel each rank would
-search on its own batches without gradient all-reduce (``autograd.grad`` bypasses
-DDP's hooks); synchronise the resulting lr across ranks yourself.
+The model must live on one device. Under ``torch.distributed`` (DDP, one process per
+GPU) a search is a collective call: every rank calls it, with its own batches (the
+rank's loader, e.g. with a ``DistributedSampler``, as DDP training draws them). f is the
+mean of the ranks' mini-batch losses and g its gradient: each mini-batch's gradient is
+averaged over the ranks (one all-reduce, what DDP's backward does; ``autograd.grad``
+bypasses DDP's hooks, so the finder does it itself), and f0 and every trial loss are
+averaged too (one float64 scalar all-reduce each, as :class:`mbt.optim.closure.Objective`
+does), so every Armijo decision, every eta and the lr agree on all ranks bit for bit.
+The model may be the DDP wrapper or the module inside it (the same search either way:
+the wrapper is unwrapped). The ranks also agree on when the batches run out. The
+rescaling wants the global batch over the data set: a ``DistributedSampler`` loader
+gives the per-rank batch over ``len(sampler)``, the same ratio.
 """
 
 from __future__ import annotations
@@ -81,9 +90,12 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.dropout import _DropoutNd
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from .base import check_range
+from .closure import _mean_over_ranks, _world
 
 __all__ = [
     "BN_MODES",
@@ -109,6 +121,7 @@ _LO_SLACK = 1e-2
 _HI_SLACK = 1e-10
 
 LossFn = Callable[[Any, Any], torch.Tensor]
+_NO_BATCH = object()
 
 
 @dataclass(frozen=True)
@@ -263,7 +276,11 @@ def rescale_factor(rescale: str, dataset_size: int | None, batch_size: int | Non
 
 def _infer_sizes(batches: Iterable, dataset_size: int | None, batch_size: int | None):
     """Fill missing sizes from a DataLoader (``len(loader.dataset)``, ``loader.batch_size``),
-    as the code does."""
+    as the code does. Under DDP the rank's share of the data set (``len(sampler)`` of a
+    ``DistributedSampler``) goes with the per-rank batch: sqrt(k/N) of the global batch."""
+    if dataset_size is None and isinstance(getattr(batches, "sampler", None),
+                                           DistributedSampler):
+        dataset_size = len(batches.sampler)
     if dataset_size is None:
         dataset = getattr(batches, "dataset", None)
         try:
@@ -308,6 +325,31 @@ def _forward(model: nn.Module, inputs: Any, slices: int) -> Any:
     if slices == 1:
         return model(inputs)
     return torch.cat([model(chunk) for chunk in torch.chunk(inputs, slices)])
+
+
+def _all_ranks(flag: bool, world: int, device: torch.device) -> bool:
+    """Whether ``flag`` holds on every rank (one all-reduce; ``flag`` itself alone)."""
+    if world == 1:
+        return flag
+    t = torch.tensor([int(flag)], device=device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
+    return bool(t.item())
+
+
+def _averaged(grads: tuple[torch.Tensor, ...], world: int) -> tuple[torch.Tensor, ...]:
+    """``grads`` averaged over the ranks: one all-reduce per dtype, of the grads flattened
+    into one buffer (DDP's bucketing, in one bucket)."""
+    by_dtype: dict[torch.dtype, list[int]] = {}
+    for i, g in enumerate(grads):
+        by_dtype.setdefault(g.dtype, []).append(i)
+    out = list(grads)
+    for index in by_dtype.values():
+        flat = torch.cat([grads[i].reshape(-1) for i in index])
+        torch.distributed.all_reduce(flat)
+        flat.div_(world)
+        for i, part in zip(index, flat.split([grads[i].numel() for i in index]), strict=True):
+            out[i] = part.view_as(grads[i])
+    return tuple(out)
 
 
 def _two_way_search(
@@ -408,7 +450,9 @@ class MBTFinder:
         """Run one search from the model's current weights; the model is left unchanged.
 
         Args:
-            model: any module; all its parameters with ``requires_grad`` are searched.
+            model: any module, or its ``DistributedDataParallel`` wrapper; all its
+                parameters with ``requires_grad`` are searched. Under ``torch.distributed``
+                every rank must call this, each with its own batches (module docstring).
             loss_fn: ``loss_fn(model(inputs), targets)`` -> scalar tensor (the mean
                 mini-batch loss, as ``nn.CrossEntropyLoss()`` gives).
             batches: re-iterable of ``(inputs, targets)``; see the module docstring.
@@ -425,6 +469,8 @@ class MBTFinder:
                              f"[lr_min={cfg.lr_min}, lr_max={cfg.lr_max}])")
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
+        if isinstance(model, DistributedDataParallel):
+            model = model.module  # its forward would sync buffers; grads are averaged here
         if not callable(loss_fn):
             raise ValueError("loss_fn must be callable")
         dataset_size, batch_size = _infer_sizes(batches, dataset_size, batch_size)
@@ -446,7 +492,7 @@ class MBTFinder:
         try:
             with _search_mode(model, cfg.bn_mode, cfg.dropout_off), torch.no_grad():
                 self._search(model, loss_fn, batches, params, buffers, b0, w_k, device,
-                             start, scale, alpha, lo, hi, report)
+                             start, scale, alpha, lo, hi, report, _world())
         finally:
             with torch.no_grad():
                 torch._foreach_copy_(params, w0)
@@ -470,8 +516,9 @@ class MBTFinder:
         return report
 
     def _search(self, model, loss_fn, batches, params, buffers, b0, w_k, device, start, scale,
-                alpha, lo, hi, report: SearchReport) -> None:
-        """The mini-batch loop; runs under no_grad in search mode (see :meth:`find`)."""
+                alpha, lo, hi, report: SearchReport, world: int) -> None:
+        """The mini-batch loop; runs under no_grad in search mode (see :meth:`find`), as a
+        collective of ``world`` ranks when that is > 1."""
         cfg = self.config
         iterator = iter(batches)
         restarted_empty = False
@@ -486,11 +533,10 @@ class MBTFinder:
             except StopIteration:
                 # The code restarts the loader (``iterator = iter(trainloader)``).
                 iterator = iter(batches)
-                try:
-                    batch = next(iterator)
-                except StopIteration:
-                    restarted_empty = True
-                    break
+                batch = next(iterator, _NO_BATCH)
+            if not _all_ranks(batch is not _NO_BATCH, world, device):
+                restarted_empty = True  # on every rank: all stop at the same mini-batch
+                break
             try:
                 inputs, targets = batch
             except (TypeError, ValueError) as err:
@@ -504,7 +550,11 @@ class MBTFinder:
                 raise ValueError("loss_fn must return a scalar tensor")
             if not loss.requires_grad:
                 raise ValueError("the loss does not depend on any trainable parameter")
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            # Under DDP every rank needs every gradient for the all-reduce (zeros: no move).
+            grads = torch.autograd.grad(loss, params, allow_unused=True,
+                                        materialize_grads=world > 1)
+            if world > 1:
+                grads = _averaged(grads, world)
             if buffers:  # the forward updated BN statistics; trials start from w0's
                 torch._foreach_copy_(buffers, b0)
             # Parameters the loss does not reach have no gradient: they do not move.
@@ -516,9 +566,11 @@ class MBTFinder:
                 sq = sq.square().sum()
             else:
                 sq = torch.zeros((), dtype=torch.float64, device=device)
-            # One host sync for both numbers the Armijo test needs.
-            f0, grad_sq = torch.stack([loss.detach().reshape(()).to(torch.float64),
-                                       sq.to(loss.device)]).tolist()
+            if world > 1:  # grads are the same everywhere already, the losses are not
+                f0, grad_sq = _mean_over_ranks(loss, world), float(sq)
+            else:  # one host sync for both numbers the Armijo test needs
+                f0, grad_sq = torch.stack([loss.detach().reshape(()).to(torch.float64),
+                                           sq.to(loss.device)]).tolist()
             if not math.isfinite(f0):
                 logger.warning("MBT search: non-finite loss %r on mini-batch %d", f0, k)
 
@@ -530,7 +582,7 @@ class MBTFinder:
                 f = loss_fn(_forward(model, inputs, cfg.bn_slices), targets)
                 if buffers:
                     torch._foreach_copy_(buffers, b0)
-                return float(f)  # the one host sync per trial
+                return _mean_over_ranks(f, world)  # the one host sync per trial
 
             eta, hit, tried = _two_way_search(
                 trial, f0, grad_sq, eta_start, alpha=alpha, beta=cfg.beta, lo=lo, hi=hi,

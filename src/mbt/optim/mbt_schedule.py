@@ -56,6 +56,7 @@ import torch
 from torch import nn
 
 from .base import check_range
+from .closure import _world
 from .controller import EpochController
 from .mbt_finder import LossFn, MBTFinder, MBTSearchConfig, SearchReport
 
@@ -163,7 +164,8 @@ class MBTController(EpochController):
         """Search if due, then set the SGD lr and clear momentum; returns the report or None.
 
         ``dataset_size`` / ``batch_size`` default to ``len(loader.dataset)`` and
-        ``loader.batch_size`` of a DataLoader ``train_batches``.
+        ``loader.batch_size`` of a DataLoader ``train_batches``. Under DDP every rank calls
+        this with its own loader; the search averages over the ranks, so all set one lr.
         """
         self.patience = min(self.epochs_no_loss_gain, self.epochs_no_acc_gain)
         stalled = self.patience > self.plateau_patience
@@ -188,8 +190,14 @@ class MBTController(EpochController):
         return report
 
     def on_epoch_end(self, train_loss: float, test_acc: float | None = None) -> None:
-        """Update the plateau counters (code: end of ``train()`` and ``test()``)."""
+        """Update the plateau counters (code: end of ``train()`` and ``test()``).
+
+        Under ``torch.distributed`` every rank calls this (a collective): the loss is
+        averaged over the ranks and the accuracy over the ranks that give one, so the
+        plateau rule, and with it the next search, is decided alike on every rank."""
         train_loss = float(train_loss)
+        if _world() > 1:
+            train_loss, test_acc = self._mean_over_ranks(train_loss, test_acc)
         if math.isnan(train_loss) or train_loss > self.best_loss:
             self.epochs_no_loss_gain += 1
         else:
@@ -202,6 +210,17 @@ class MBTController(EpochController):
             self.best_acc = float(test_acc)
         else:
             self.epochs_no_acc_gain += 1
+
+    def _mean_over_ranks(self, train_loss: float,
+                         test_acc: float | None) -> tuple[float, float | None]:
+        # On the parameters' device: NCCL reduces CUDA tensors only.
+        device = self.optimizer.param_groups[0]["params"][0].device
+        given = test_acc is not None
+        t = torch.tensor([train_loss, float(test_acc) if given else 0.0, float(given)],
+                         dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(t)
+        loss, acc, count = t.tolist()
+        return loss / _world(), (acc / count if count else None)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly (momentum buffers live in the optimizer's)."""
