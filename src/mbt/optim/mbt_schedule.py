@@ -216,7 +216,7 @@ class MBTController(EpochController):
         # On the parameters' device: NCCL reduces CUDA tensors only.
         device = self.optimizer.param_groups[0]["params"][0].device
         given = test_acc is not None
-        t = torch.tensor([train_loss, float(test_acc) if given else 0.0, float(given)],
+        t = torch.tensor([train_loss, 0.0 if test_acc is None else float(test_acc), float(given)],
                          dtype=torch.float64, device=device)
         torch.distributed.all_reduce(t)
         loss, acc, count = t.tolist()
