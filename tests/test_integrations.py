@@ -15,6 +15,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 pl = pytest.importorskip("lightning.pytorch")
+# Lightning 2.6 on torch 2.14: its own pytree code, not ours.
+pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.* is deprecated")
 
 from mbt.integrations.lightning import LineSearchMixin, MBTCallback  # noqa: E402
 from mbt.optim import MBTFinder, TwoWayBacktrackingGD  # noqa: E402
