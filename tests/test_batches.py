@@ -111,3 +111,17 @@ def test_split_batch_and_batch_len():
     args, kwargs, t = split_batch({"a": x, "t": y}, "t")
     assert args == () and kwargs == {"a": x} and t is y
     assert batch_len({"a": [x, y]}) == 5 and batch_len(("text",)) == 1
+
+
+def test_import_mbt_optim_does_not_import_lightning():
+    """Lightning is optional: only mbt.integrations.lightning may import it (fresh process:
+    this one may have imported it already)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, mbt.optim, mbt.optim.batches, mbt.integrations; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('lightning', 'pytorch_lightning')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert out.strip() == "[]"

@@ -152,6 +152,21 @@ def test_callback_search_equals_a_direct_finder_search_and_is_logged():
     assert callback.controller.best_loss == pytest.approx(min(memory.series("train/loss")))
 
 
+def test_callback_state_resumes_the_policy():
+    """MBT-GD searches once: a callback restored from a checkpointed state does not search
+    again and trains at the saved lr (Lightning loads callback states before the
+    optimizer exists)."""
+    loader = DataLoader(dataset(), batch_size=8)
+    first = MBTCallback(num_batches=2)
+    trainer(callbacks=[first]).fit(Net(sgd()), loader)
+    resumed, model = MBTCallback(num_batches=2), Net(sgd())
+    resumed.load_state_dict(first.state_dict())
+    trainer(callbacks=[resumed]).fit(model, loader)
+    assert resumed.controller.num_searches == 1
+    assert model.trial_losses == 0 and model.grad_losses == model.steps  # no search ran
+    assert model.trainer.optimizers[0].param_groups[0]["lr"] == first.last_report.lr
+
+
 def test_callback_nag_searches_every_epoch():
     model = Net(sgd(momentum=0.9, nesterov=True))
     callback = MBTCallback(num_batches=2)
