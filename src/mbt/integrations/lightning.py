@@ -32,7 +32,7 @@ except ImportError as err:  # pragma: no cover - exercised only without lightnin
     raise ImportError("mbt.integrations.lightning needs PyTorch Lightning: "
                       "pip install lightning (or pip install 'mbt[lightning]')") from err
 
-from mbt.optim.batches import BatchLoss, format_loss, prepare
+from mbt.optim.batches import BatchLoss, format_loss, loader_sizes, prepare
 from mbt.optim.mbt_finder import MBTSearchConfig, SearchReport
 from mbt.optim.mbt_schedule import MBTController
 from mbt.optim.step_size import step_size
@@ -146,10 +146,9 @@ class MBTCallback(Callback):
             loader = trainer.train_dataloader
             batches = _search_batches(loader)
             # N and k of the trainer's loader (the copy has a batch sampler, no batch_size).
-            sized = prepare(pl_module, None, loader, batch_loss=self._batch_loss(pl_module),
-                            accumulate=self.accumulate)
-            dataset_size = dataset_size or sized.dataset_size
-            batch_size = batch_size or sized.batch_size
+            sizes = loader_sizes(loader, self.accumulate)
+            dataset_size = sizes[0] if dataset_size is None else dataset_size
+            batch_size = sizes[1] if batch_size is None else batch_size
         p = prepare(pl_module, None, batches, batch_loss=self._batch_loss(pl_module),
                     accumulate=self.accumulate, dataset_size=dataset_size,
                     batch_size=batch_size)

@@ -37,8 +37,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["BatchLoss", "Prepared", "SearchModule", "batch_len", "format_loss", "prepare",
-           "split_batch"]
+__all__ = ["BatchLoss", "Prepared", "SearchModule", "batch_len", "format_loss", "loader_sizes",
+           "prepare", "split_batch"]
 
 BatchLoss = Callable[[nn.Module, Any], torch.Tensor]
 
@@ -148,6 +148,17 @@ class Prepared:
     batch_size: int | None
 
 
+def loader_sizes(batches: Iterable, accumulate: int = 1) -> tuple[int | None, int | None]:
+    """Sec. 3.5.1's N and k from a DataLoader: ``len(dataset)`` and the examples per step,
+    ``batch_size * accumulate`` (None where the loader does not tell)."""
+    try:
+        dataset_size = len(batches.dataset)  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):  # not a DataLoader / an IterableDataset
+        dataset_size = None
+    batch_size = getattr(batches, "batch_size", None)
+    return dataset_size, None if batch_size is None else batch_size * accumulate
+
+
 def prepare(model: nn.Module, loss_fn: Callable | None, batches: Iterable, *,
             batch_loss: BatchLoss | None = None, target_key: str | None = None,
             accumulate: int = 1, dataset_size: int | None = None,
@@ -170,12 +181,8 @@ def prepare(model: nn.Module, loss_fn: Callable | None, batches: Iterable, *,
         batch_loss = format_loss(loss_fn, target_key)
     elif not callable(batch_loss):
         raise ValueError("batch_loss must be callable")
-    if dataset_size is None:
-        try:
-            dataset_size = len(batches.dataset)  # type: ignore[attr-defined]
-        except (AttributeError, TypeError):  # not a DataLoader / an IterableDataset
-            dataset_size = None
-    if batch_size is None and getattr(batches, "batch_size", None) is not None:
-        batch_size = batches.batch_size * accumulate  # type: ignore[attr-defined]
+    sizes = loader_sizes(batches, accumulate)
+    dataset_size = sizes[0] if dataset_size is None else dataset_size
+    batch_size = sizes[1] if batch_size is None else batch_size
     return Prepared(SearchModule(model, batch_loss, accumulate), _loss_of,
                     _Paired(batches, accumulate), dataset_size, batch_size)
