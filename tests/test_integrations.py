@@ -167,6 +167,15 @@ def test_callback_state_resumes_the_policy():
     assert model.trainer.optimizers[0].param_groups[0]["lr"] == first.last_report.lr
 
 
+def test_a_reused_callback_sets_the_new_fits_optimizer():
+    callback, loader = MBTCallback(num_batches=2), DataLoader(dataset(), batch_size=8)
+    trainer(callbacks=[callback], max_steps=1).fit(Net(sgd()), loader)
+    model = Net(sgd())
+    trainer(callbacks=[callback], max_steps=1).fit(model, loader)
+    assert callback.controller.optimizer is model.trainer.optimizers[0]
+    assert model.trainer.optimizers[0].param_groups[0]["lr"] == callback.last_report.lr
+
+
 def test_callback_nag_searches_every_epoch():
     model = Net(sgd(momentum=0.9, nesterov=True))
     callback = MBTCallback(num_batches=2)

@@ -113,11 +113,12 @@ class MBTCallback(Callback):
         return None if self.controller is None else self.controller.last_report
 
     def _controller_for(self, trainer: pl.Trainer) -> MBTController:
-        if self.controller is None:
-            if len(trainer.optimizers) != 1:
-                raise ValueError("MBTCallback needs exactly one optimizer, got "
-                                 f"{len(trainer.optimizers)}")
-            opt = trainer.optimizers[0]
+        if len(trainer.optimizers) != 1:
+            raise ValueError("MBTCallback needs exactly one optimizer, got "
+                             f"{len(trainer.optimizers)}")
+        opt = trainer.optimizers[0]
+        # A callback reused for a new fit: the old controller would set the old optimizer.
+        if self.controller is None or self.controller.optimizer is not opt:
             if not isinstance(opt, torch.optim.SGD):
                 raise ValueError(f"MBT needs a torch.optim.SGD, got {type(opt).__name__}")
             if trainer.lr_scheduler_configs:
