@@ -95,6 +95,16 @@ def test_accumulation_recomputes_micro_batches_in_the_gradient_pass():
     assert len(calls) == 2 * (2 * 2) + 2 * report.func_evals
 
 
+def test_accumulated_search_leaves_batchnorm_statistics_as_they_were():
+    """Checkpointing runs each micro-batch's forward twice in the gradient pass; the
+    finder still restores every buffer."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.Linear(8, 3)).double()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    find_lr(model, LOSS, pairs(bs=4), lr=1e-2, num_batches=2, accumulate=2, **SIZES)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
 def test_unknown_formats_are_clear_errors():
     model = net()
     with pytest.raises(ValueError, match="target_key"):

@@ -19,7 +19,7 @@ pl = pytest.importorskip("lightning.pytorch")
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.* is deprecated")
 
 from mbt.integrations.lightning import LineSearchMixin, MBTCallback  # noqa: E402
-from mbt.optim import MBTFinder, TwoWayBacktrackingGD  # noqa: E402
+from mbt.optim import SLS, BacktrackingNAG, MBTFinder, TwoWayBacktrackingGD  # noqa: E402
 
 
 class Memory(pl.loggers.Logger):
@@ -118,6 +118,19 @@ def test_line_search_step_runs_no_backward_and_logs_nothing_at_trials():
     assert memory.series("train/lr") == pytest.approx(taken.lrs)  # the step taken, not lr0
     assert len(memory.series("train/loss_step")) == 16
     assert len(set(taken.lrs)) > 1 and max(taken.lrs) <= 1.0
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: BacktrackingNAG(p, lr=1.0),  # a gradient at the look-ahead point too
+    lambda p: SLS(p, lr=1.0, n_batches_per_epoch=8),
+], ids=["nag", "sls"])
+def test_line_search_step_runs_any_line_search(make):
+    model = LineSearchNet(make)
+    trainer(max_steps=8).fit(model, DataLoader(dataset(), batch_size=8))
+    state = model.trainer.optimizers[0].search_state
+    assert model.steps == model.trainer.global_step == 8
+    assert model.grad_losses == state["grad_evals"]  # backward only where a gradient is used
+    assert model.trial_losses > 0
 
 
 def test_automatic_optimization_runs_training_step_at_every_trial():
