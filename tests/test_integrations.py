@@ -96,9 +96,11 @@ def trainer(logger=None, callbacks=(), **kw):
 class TakenSteps(pl.Callback):
     def __init__(self) -> None:
         self.lrs: list[float] = []
+        self.f0s: list[float] = []
 
     def on_train_batch_end(self, trainer, pl_module, *args) -> None:
         self.lrs.append(trainer.optimizers[0].last_search["lr"])
+        self.f0s.append(trainer.optimizers[0].last_search["f0"])
 
 
 def two_way(params):
@@ -116,7 +118,8 @@ def test_line_search_step_runs_no_backward_and_logs_nothing_at_trials():
     state = model.trainer.optimizers[0].search_state
     assert model.trial_losses == state["func_evals"] - 16 > 16  # trials: forward only
     assert memory.series("train/lr") == pytest.approx(taken.lrs)  # the step taken, not lr0
-    assert len(memory.series("train/loss_step")) == 16
+    # the step's starting loss, not a trial's
+    assert memory.series("train/loss_step") == pytest.approx(taken.f0s, rel=1e-6)
     assert len(set(taken.lrs)) > 1 and max(taken.lrs) <= 1.0
 
 
