@@ -59,8 +59,9 @@ test-slurm: install ## SLURM tests through hydra/launcher=slurm (brings up a one
 	env=$$(scripts/slurm_cluster.sh start "$$state") && eval "$$env" && \
 	$(PY) -m pytest -m slurm --basetemp="$$state/pytest" tests/test_slurm.py
 
-lint: install ## ruff lint
-	$(VENV)/bin/ruff check src tests scripts
+lint: install ## ruff on the code, tests, scripts and examples; mypy on the typed library (mbt.optim)
+	$(VENV)/bin/ruff check src tests scripts examples setup.py
+	$(VENV)/bin/mypy src/mbt/optim
 
 demo: install ## toy experiments -> results/demo/, then a small ResNet18 + MBT-NAG run on CPU (13 min measured on 2 busy cores)
 	$(PY) scripts/reproduce_toy.py --out results/demo --quick

@@ -95,6 +95,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from .base import check_range
+from .batches import prepare
 from .closure import _mean_over_ranks, _world
 
 __all__ = [
@@ -624,9 +625,26 @@ def find_lr(
     dataset_size: int | None = None,
     batch_size: int | None = None,
     config: MBTSearchConfig | None = None,
+    batch_loss: Callable[[nn.Module, Any], torch.Tensor] | None = None,
+    target_key: str | None = None,
+    accumulate: int = 1,
     **overrides: Any,
 ) -> SearchReport:
-    """One stand-alone MBT search: ``MBTFinder(config, **overrides).find(...)``."""
-    return MBTFinder(config, **overrides).find(
+    """One stand-alone MBT search: ``MBTFinder(config, **overrides).find(...)``.
+
+    Batches may also be ``(x_1, ..., x_n, targets)`` tuples, dicts (``target_key``) or
+    anything ``batch_loss(model, batch)`` turns into a loss, and ``accumulate`` micro-batches
+    may make one search mini-batch (gradient accumulation): :mod:`mbt.optim.batches`.
+    """
+    finder = MBTFinder(config, **overrides)
+    if finder.config.bn_slices == 1:
+        p = prepare(model, loss_fn, batches, batch_loss=batch_loss, target_key=target_key,
+                    accumulate=accumulate, dataset_size=dataset_size, batch_size=batch_size)
+        model, loss_fn, batches = p.model, p.loss_fn, p.batches
+        dataset_size, batch_size = p.dataset_size, p.batch_size
+    elif batch_loss is not None or target_key is not None or accumulate != 1:
+        raise ValueError("bn_slices > 1 splits an input tensor: it takes (inputs, targets) "
+                         "pairs only, without batch_loss, target_key or accumulate")
+    return finder.find(
         model, loss_fn, batches, lr=lr, dataset_size=dataset_size, batch_size=batch_size
     )
