@@ -178,6 +178,8 @@ def prepare(model: nn.Module, loss_fn: Callable | None, batches: Iterable, *,
     if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
         raise ValueError(f"Invalid accumulate: {accumulate!r} (expected int >= 1)")
     if batch_loss is None:
+        if loss_fn is None:
+            raise ValueError("pass loss_fn, or batch_loss(model, batch) -> loss")
         batch_loss = format_loss(loss_fn, target_key)
     elif not callable(batch_loss):
         raise ValueError("batch_loss must be callable")

@@ -84,7 +84,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -270,6 +270,7 @@ def rescale_factor(rescale: str, dataset_size: int | None, batch_size: int | Non
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"Invalid {name}: {value!r} (expected int >= 1; needed for "
                              f"rescale={rescale!r})")
+    assert isinstance(dataset_size, int) and isinstance(batch_size, int)  # checked above
     if batch_size > dataset_size:
         raise ValueError(f"batch_size={batch_size} exceeds dataset_size={dataset_size}")
     return 1.0 / math.sqrt(dataset_size / batch_size)
@@ -279,9 +280,9 @@ def _infer_sizes(batches: Iterable, dataset_size: int | None, batch_size: int | 
     """Fill missing sizes from a DataLoader (``len(loader.dataset)``, ``loader.batch_size``),
     as the code does. Under DDP the rank's share of the data set (``len(sampler)`` of a
     ``DistributedSampler``) goes with the per-rank batch: sqrt(k/N) of the global batch."""
-    if dataset_size is None and isinstance(getattr(batches, "sampler", None),
-                                           DistributedSampler):
-        dataset_size = len(batches.sampler)
+    sampler = getattr(batches, "sampler", None)
+    if dataset_size is None and isinstance(sampler, DistributedSampler):
+        dataset_size = len(sampler)
     if dataset_size is None:
         dataset = getattr(batches, "dataset", None)
         try:
@@ -496,7 +497,7 @@ class MBTFinder:
                              start, scale, alpha, lo, hi, report, _world())
         finally:
             with torch.no_grad():
-                torch._foreach_copy_(params, w0)
+                torch._foreach_copy_(cast(list[torch.Tensor], params), w0)
                 if buffers:
                     torch._foreach_copy_(buffers, b0)
             if device.type == "cuda":
