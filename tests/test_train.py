@@ -66,6 +66,33 @@ def test_sgd_run_is_skipped_once_in_the_ledger(compose, cifar10_root, tmp_path):
     assert len(list(ledger.read(tmp_path / "ledger.jsonl"))) == 1
 
 
+def test_a_finished_run_keeps_one_checkpoint_and_names_its_folder(
+        compose, cifar10_root, tmp_path, capsys):
+    from mbt.entry import summary
+
+    record = train(compose(*tiny_overrides(cifar10_root, tmp_path), "optim=sgd",
+                           "logger=none"))
+    run_dir = tmp_path / record["run_key"]
+    # Two epochs wrote last.pt twice (the first became prev.pt); the finished run keeps one.
+    assert sorted(p.name for p in run_dir.glob("*.pt")) == ["last.pt"]
+    assert f"{record['run_key']}: run folder {run_dir}" in capsys.readouterr().err
+    line = summary(record)
+    assert line.startswith(f"{record['run_key']}: finished, 2/2 epochs, best test ")
+    assert line.endswith(f"; ledger {tmp_path / 'ledger.jsonl'}; run folder {run_dir}")
+
+
+def test_summary_of_a_search_and_of_a_stopped_run():
+    from mbt.entry import summary
+
+    search = {"kind": "lr_search", "run_key": "lrsearch-k", "status": "finished",
+              "search_lr": 0.0123456789, "search_mean_lr": 0.01, "func_evals": 57,
+              "seconds": 3.21, "config": {"paths": {"runs": "r", "ledger": "r/l.jsonl"}}}
+    assert summary(search) == ("lrsearch-k: search lr 0.0123457 (mean accepted 0.01, "
+                               "57 evaluations, 3.2 s); ledger r/l.jsonl; run folder r/lrsearch-k")
+    stopped = {"run_key": "k", "status": "interrupted", "epochs_completed": 1, "run_dir": "r/k"}
+    assert summary(stopped) == "k: interrupted after 1 epoch(s), resumable; run folder r/k"
+
+
 def test_stop_and_resume_equals_an_uninterrupted_run(compose, cifar10_root, tmp_path):
     base = [*tiny_overrides(cifar10_root, tmp_path / "a"), "optim=mmt", "logger=none"]
     whole = train(compose(*base))
@@ -146,7 +173,7 @@ def test_killed_process_resumes_and_ledger_has_one_record(cifar10_root, tmp_path
     proc.wait()
     ckpt = torch.load(next(tmp_path.glob("*/last.pt")), weights_only=True)
     assert ckpt["epoch"] < 3, "the run finished before it could be killed"
-    done = run_cli(*over, cwd=tmp_path)
+    done = run_cli(*over, "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert f"resuming at epoch {ckpt['epoch'] + 1}" in done.stderr
     record = json.loads(done.stdout.strip().splitlines()[-1])
@@ -184,7 +211,7 @@ def test_missing_data_is_one_line(tmp_path):
 def test_cli_json_last_line_and_no_secret_anywhere(cifar10_root, tmp_path):
     secret = "sekrit-0123456789abcdef"
     proc = run_cli(*tiny_overrides(cifar10_root, tmp_path / "runs"), "optim=sgd",
-                   "trainer.epochs=1", "logger.mode=offline", cwd=tmp_path,
+                   "trainer.epochs=1", "logger.mode=offline", "--json", cwd=tmp_path,
                    env={"WANDB_API_KEY": secret})
     assert proc.returncode == 0, proc.stderr
     record = json.loads(proc.stdout.strip().splitlines()[-1])

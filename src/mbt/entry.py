@@ -9,7 +9,11 @@
   and the process exits non-zero at the end, naming the failed cells. Under a submitit
   launcher (SLURM, submitit_local) each cell is its own job: the job logs its ``error:``
   line and fails, the other jobs run, and the launching process exits 1 with one line.
-* The job's result (a ledger record) is the last stdout line, as JSON.
+* The job's result is the last stdout line: one summary line (status, accuracy or searched
+  lr, the ledger, the run folder), or with ``--json`` (or ``MBT_JSON=1``) the whole ledger
+  record as JSON. ``--json`` is ours, not Hydra's: it is taken out of the arguments
+  before Hydra reads them and passed to the jobs as ``MBT_JSON=1`` (so a SLURM job's log
+  ends with the record too).
 """
 
 from __future__ import annotations
@@ -33,13 +37,15 @@ from mbt.data import DataError
 from mbt.ledger import LedgerError
 from mbt.run import RunIOError
 
-__all__ = ["one_line_errors", "run_and_print"]
+__all__ = ["JSON_ENV", "one_line_errors", "run_and_print", "summary"]
 
 # (exit code, error types) for errors whose message is already one line.
 _KNOWN = ((2, (ConfigError, DataError)), (1, (LedgerError, RunIOError, CheckpointError)))
 _KNOWN_TYPES = tuple(t for _, types in _KNOWN for t in types)
 # Cells of the current multirun that failed: (job number, overrides, message).
 _FAILED: list[tuple[str, str, str]] = []
+# Set by --json; an environment variable so that the jobs of a submitit launcher see it too.
+JSON_ENV = "MBT_JSON"
 
 
 def _multirun() -> bool:
@@ -47,7 +53,7 @@ def _multirun() -> bool:
 
 
 def run_and_print(job: Callable[[DictConfig], dict], cfg: DictConfig) -> None:
-    """Run ``job(cfg)`` under the contract above; print its record as the last line."""
+    """Run ``job(cfg)`` under the contract above; print its summary (or record) last."""
     try:
         record = job(cfg)
     except KeyboardInterrupt:
@@ -69,7 +75,35 @@ def run_and_print(job: Callable[[DictConfig], dict], cfg: DictConfig) -> None:
         _FAILED.append((str(job_cfg.num), " ".join(job_cfg.override_dirname.split(",")),
                         str(err)))
         return
-    print(json.dumps(record, allow_nan=True, default=str), flush=True)
+    if os.environ.get(JSON_ENV) == "1":
+        print(json.dumps(record, allow_nan=True, default=str), flush=True)
+    else:
+        print(summary(record), flush=True)
+
+
+def _acc(value) -> str:
+    return "-" if value is None else f"{value:.2f}%"
+
+
+def summary(record: dict) -> str:
+    """One line for a job's result: what the run gave, where its record and files are."""
+    key, status = record.get("run_key", "?"), record.get("status", "?")
+    if record.get("kind") == "lr_search":
+        what = (f"search lr {record['search_lr']:.6g} (mean accepted "
+                f"{record['search_mean_lr']:.6g}, {record.get('func_evals')} evaluations, "
+                f"{record.get('seconds', 0):.1f} s)")
+    elif status in ("finished", "diverged"):
+        what = (f"{status}, {record.get('epochs_completed')}/{record.get('epochs')} epochs, "
+                f"best test {_acc(record.get('best_test_acc'))} (epoch "
+                f"{record.get('best_epoch') or '-'}), final {_acc(record.get('final_test_acc'))}, "
+                f"{record.get('wall_time', 0):.1f} s")
+    else:  # trainer.stop_after: no record yet
+        what = f"{status} after {record.get('epochs_completed')} epoch(s), resumable"
+    paths = (record.get("config") or {}).get("paths") or {}
+    where = [f"ledger {paths['ledger']}"] if status in ("finished", "diverged") and paths else []
+    run_dir = record.get("run_dir") or (paths and f"{paths['runs']}/{key}")
+    where += [f"run folder {run_dir}"] if run_dir else []
+    return f"{key}: {what}" + "".join(f"; {w}" for w in where)
 
 
 _DETAIL = ("full_key:", "reference_type=", "object_type=", "Set the environment")
@@ -126,6 +160,9 @@ def one_line_errors(hydra_main: Callable[[], None]) -> Callable[[], None]:
     exit 1 if any cell failed (the others ran)."""
     @functools.wraps(hydra_main)
     def entry() -> None:
+        if "--json" in sys.argv[1:]:
+            sys.argv = [a for a in sys.argv if a != "--json"]
+            os.environ[JSON_ENV] = "1"
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             hydra_main()
         else:

@@ -9,8 +9,9 @@ Examples::
 Flow (config -> train loop -> ledger + W&B): validate the config, derive its
 ``run_key``; if the ledger already holds a finished or diverged record for that key,
 print it and stop; otherwise resume from ``<paths.runs>/<run_key>/last.pt`` when it
-exists, train with a checkpoint after every epoch, append one ledger record and print
-it as the last stdout line. Divergent runs end with status ``diverged`` and the test
+exists, train with a checkpoint after every epoch, append one ledger record, keep only
+the last checkpoint, and print a one-line summary as the last stdout line (the record as
+JSON with ``--json``). Divergent runs end with status ``diverged`` and the test
 accuracy measured at that point (the paper records them at chance level, Sec. 4).
 """
 
@@ -223,15 +224,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 tracker.finish()
                 notice(f"{run.key}: stopping after {epochs_here} epoch(s) as asked "
                        f"(trainer.stop_after); run the same command again to resume")
-                return {"run_key": run.key, "status": "interrupted", "epochs_completed": epoch + 1}
+                return {"run_key": run.key, "status": "interrupted", "epochs_completed": epoch + 1,
+                        "run_dir": str(run.run_dir)}
         record = _record(run, status, history,
                          wall=state["wall_time"] + time.perf_counter() - t_start,
                          tracker=tracker, early_stopped=early_stopped)
         ledger.append(cfg.paths.ledger, record)
         tracker.finish({"best_test_acc": record["best_test_acc"], "status": status})
-        if not t.keep_checkpoint:
-            for name in (checkpoint.LAST, checkpoint.PREV):
-                (run.run_dir / name).unlink(missing_ok=True)
+        # A finished run needs no fallback generation: keep last.pt only (or nothing).
+        for name in (checkpoint.PREV,) if t.keep_checkpoint else (checkpoint.LAST,
+                                                                  checkpoint.PREV):
+            (run.run_dir / name).unlink(missing_ok=True)
         return record
 
 
