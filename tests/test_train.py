@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from mbt import checkpoint, ledger
+from mbt.config import ConfigError
 from mbt.train import train
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -91,6 +92,77 @@ def test_summary_of_a_search_and_of_a_stopped_run():
                                "57 evaluations, 3.2 s); ledger r/l.jsonl; run folder r/lrsearch-k")
     stopped = {"run_key": "k", "status": "interrupted", "epochs_completed": 1, "run_dir": "r/k"}
     assert summary(stopped) == "k: interrupted after 1 epoch(s), resumable; run folder r/k"
+
+
+def _git_repo(root: Path) -> list[str]:
+    """A repo with two commits; the second edits src/mbt (the code a run depends on)."""
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                              cwd=root, check=True, capture_output=True, text=True).stdout
+    (root / "src" / "mbt" / "optim").mkdir(parents=True)
+    (root / "conf").mkdir()
+    (root / "src" / "mbt" / "optim" / "armijo.py").write_text("c = 0.5\n")
+    (root / "conf" / "train.yaml").write_text("seed: 0\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "a")
+    old = git("rev-parse", "HEAD").strip()
+    (root / "src" / "mbt" / "optim" / "armijo.py").write_text("c = 1e-4\n")
+    git("commit", "-qam", "b")
+    return [old, git("rev-parse", "HEAD").strip()]
+
+
+def test_code_since_names_the_commit_and_the_files_changed_since(tmp_path, monkeypatch):
+    from mbt import runinfo
+
+    old, new = _git_repo(tmp_path / "repo")
+    monkeypatch.setattr(runinfo, "REPO_ROOT", tmp_path / "repo")
+    runinfo.git_state.cache_clear()  # cached per process; cleared again below
+    runinfo._changed_since.cache_clear()
+    try:
+        text, changed = runinfo.code_since({"git_commit": old, "git_dirty": False})
+        assert changed and text == (f"made at commit {old[:8]}; the code has changed since: "
+                                    f"src/mbt/optim/armijo.py")
+        assert runinfo.code_since({"git_commit": new}) == (
+            f"made at commit {new[:8]}; src/mbt and conf are the same now", False)
+        # Uncommitted edits count; files outside src/mbt and conf do not.
+        (tmp_path / "repo" / "README").write_text("x")
+        assert not runinfo.code_since({"git_commit": new})[1]
+        (tmp_path / "repo" / "conf" / "train.yaml").write_text("seed: 1\n")
+        runinfo._changed_since.cache_clear()
+        assert "conf/train.yaml" in runinfo.code_since({"git_commit": new})[0]
+        assert runinfo.code_since({"git_commit": "0" * 40}) == (
+            "made at commit 00000000, a commit this checkout does not have, so whether the "
+            "code changed is unknown", True)
+        assert runinfo.code_since({}) == ("made at an unknown commit", True)
+        monkeypatch.setattr(runinfo, "REPO_ROOT", tmp_path)  # no repository there
+        runinfo.git_state.cache_clear()
+        runinfo._changed_since.cache_clear()
+        text, changed = runinfo.code_since({"git_commit": old})
+        assert changed and "not a git checkout" in text
+    finally:
+        runinfo.git_state.cache_clear()
+        runinfo._changed_since.cache_clear()
+
+
+def test_a_stale_record_says_so_and_rerun_keeps_both(compose, cifar10_root, tmp_path, capsys):
+    over = [*tiny_overrides(cifar10_root, tmp_path), "optim=sgd", "logger=none",
+            "trainer.epochs=1"]
+    first = train(compose(*over))
+    # The record as an older commit, which this checkout does not have, would have left it.
+    path = tmp_path / "ledger.jsonl"
+    path.write_text(json.dumps({**first, "git_commit": "0" * 40, "git_dirty": False}) + "\n")
+    capsys.readouterr()
+    assert train(compose(*over))["run_key"] == first["run_key"]
+    err = capsys.readouterr().err
+    assert (f"{first['run_key']}: already in {path} (finished, made at commit 00000000, a "
+            f"commit this checkout does not have") in err
+    assert "not training again; rerun=1 (any label) runs it again and keeps both" in err
+    again = train(compose(*over, "rerun=1"))
+    assert again["run_key"] != first["run_key"] and "-s0-r1-" in again["run_key"]
+    assert [r["run_key"] for r in ledger.read(path)] == [first["run_key"], again["run_key"]]
+    with pytest.raises(ConfigError, match="rerun must be a label"):
+        train(compose(*over, "rerun=a/b"))
 
 
 def test_stop_and_resume_equals_an_uninterrupted_run(compose, cifar10_root, tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -135,6 +136,9 @@ class TrainConfig:
     seed: int = MISSING  # value in conf/train.yaml
     protocol: Protocol = MISSING  # value in conf/protocol/*.yaml
     experiment: str | None = None  # set by conf/experiment/* presets
+    # A label that enters the run key: `rerun=1` (or any text) trains a cell the ledger
+    # already holds again and keeps both records (e.g. after a code change); null: none.
+    rerun: str | None = None
     notes: str | None = None
     # Preset bookkeeping that interpolations read (e.g. Table 2's best lr per optimizer);
     # not part of the run key: what it changes shows up in the keys it sets.
@@ -260,6 +264,9 @@ def validate(cfg: DictConfig) -> None:
     _positive("data.test_batch_size", cfg.data.test_batch_size)
     _positive("data.num_workers", cfg.data.num_workers, allow_zero=True)
     _positive("trainer.eval_every", cfg.trainer.eval_every, allow_zero=True)
+    if cfg.get("rerun") is not None and not re.fullmatch(r"[\w.+-]+", str(cfg.rerun)):
+        raise ConfigError(f"rerun must be a label of letters, digits and ._+- (it becomes "
+                          f"part of the run folder's name), got {cfg.rerun!r}")
     if cfg.data.num_classes != cfg.model.num_classes:
         raise ConfigError(f"model.num_classes={cfg.model.num_classes} differs from "
                           f"data.num_classes={cfg.data.num_classes}")

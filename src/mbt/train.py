@@ -35,7 +35,7 @@ from mbt.loop import evaluate, train_epoch
 from mbt.models import build_model
 from mbt.optim.factory import build_optimizer, build_scheduler
 from mbt.run import Run, notice, open_run, provenance, uses_channels_last
-from mbt.runinfo import git_state
+from mbt.runinfo import already_done, git_state
 from mbt.tracking import make_tracker
 
 __all__ = ["train"]
@@ -179,8 +179,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     or a status-only dict when the run stopped early on ``trainer.stop_after``."""
     with open_run(cfg) as run:
         if run.done is not None:
-            notice(f"{run.key}: already in {cfg.paths.ledger} ({run.done['status']}); "
-                   f"not training again")
+            notice(already_done(run.key, cfg.paths.ledger, run.done))
             return run.done
         t = cfg.trainer
         model, optimizer, controller, scheduler = _build(run)
