@@ -206,3 +206,23 @@ def test_cli_rejects_bad_values_with_nonzero_exit(tmp_path, override, needle):
     assert proc.returncode != 0
     assert needle in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_toy_help_lists_every_function_method_and_key():
+    import dataclasses
+    import re
+
+    from omegaconf import OmegaConf
+
+    from mbt.config_paths import CONF_DIR
+    from mbt.toy import FUNCTIONS, METHODS
+    from mbt.toy.__main__ import ToyConfig
+
+    template = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "hydra" / "help" / "toy.yaml"))[
+        "template"]
+    keys = re.findall(r"^  (\w+) ", template, re.M)
+    assert keys == [f.name for f in dataclasses.fields(ToyConfig)]
+    choices = lambda key: re.search(rf"^  {key} +(.*)$", template, re.M)[1]  # noqa: E731
+    assert set(re.findall(r"\w+", choices("function"))) >= set(FUNCTIONS)
+    assert set(re.findall(r"\w+", choices("method"))) >= set(METHODS)
+    assert "override hydra/help: toy" in (CONF_DIR / "toy.yaml").read_text()
