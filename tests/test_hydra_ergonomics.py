@@ -159,3 +159,34 @@ def test_optimizer_check_in_process(compose, monkeypatch):
                 f"optim={optim} needs '{module}', which is not installed: "
                 f"pip install -e '.[autolr]'")):
             validate(compose(f"optim={optim}"))
+
+
+# --- near misses ------------------------------------------------------------------------------
+@pytest.mark.parametrize(("override", "hint"), [
+    ("trainer.epoch=3", "(did you mean trainer.epochs=3?)"),
+    ("optim.lrr=0.1", "(did you mean optim.lr=0.1?)"),
+    ("trainer.zzz=1", ""),  # nothing close: no guess
+])
+def test_a_near_miss_key_suggests_the_schemas_name(compose, override, hint):
+    from hydra.errors import HydraException
+
+    from mbt.entry import _condense, _hint
+
+    with pytest.raises(HydraException) as info:
+        compose(override)
+    assert _hint(info.value) == (f" {hint}" if hint else "")
+    assert "Could not override" in _condense(info.value)  # Hydra's text stays before it
+
+
+def test_a_near_miss_added_with_plus_is_named_too(compose):
+    with pytest.raises(ConfigError, match=re.escape(
+            "unknown config key(s) trainer.epoch (did you mean trainer.epochs?)")):
+        validate(compose("+trainer.epoch=3"))
+
+
+def test_the_toy_schema_gets_near_misses_too():
+    from mbt.config import near_miss
+    from mbt.toy.__main__ import ToyConfig
+
+    assert near_miss("fuction", ToyConfig) == "function"
+    assert near_miss("data.rot") == "data.root" and near_miss("nope.x") is None

@@ -9,6 +9,7 @@ whose message is one line the entrypoint prints as is.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from mbt.data.transforms import AUGMENTS, NORMALIZES
 from mbt.ledger import PROTOCOLS
 from mbt.models import BN_INITS, MODEL_NAMES
 
-__all__ = ["ConfigError", "TrainConfig", "register_configs", "validate"]
+__all__ = ["ConfigError", "TrainConfig", "near_miss", "register_configs", "validate"]
 
 ModelName = Enum("ModelName", {n: n for n in MODEL_NAMES})
 BnInit = Enum("BnInit", {n: n for n in BN_INITS})
@@ -161,6 +162,30 @@ def _positive(name: str, value, *, allow_zero: bool = False) -> None:
 _FREE_FORM = {"optim.builder", "optim.scheduler", "grid"}
 
 
+def _schema_at(path: list[str], schema: type = TrainConfig) -> type | None:
+    """The dataclass of the node at ``path`` (``["trainer"]`` -> TrainerConfig), or None."""
+    for name in path:
+        fields = {f.name: f for f in dataclasses.fields(schema)}
+        sub = fields[name].default_factory if name in fields else None
+        if not (isinstance(sub, type) and dataclasses.is_dataclass(sub)):
+            return None
+        schema = sub
+    return schema
+
+
+def near_miss(key: str, schema: type | None = None) -> str | None:
+    """The schema's name closest to the unknown dotted ``key`` (``trainer.epoch`` ->
+    ``trainer.epochs``), or None. ``schema``: the dataclass that holds the key's last
+    part, where known (Hydra names it); else found from :class:`TrainConfig` down."""
+    *parents, last = key.split(".")
+    schema = schema or _schema_at(parents)
+    if schema is None or not dataclasses.is_dataclass(schema):
+        return None
+    match = difflib.get_close_matches(last, [f.name for f in dataclasses.fields(schema)], n=1,
+                                      cutoff=0.6)
+    return ".".join([*parents, match[0]]) if match else None
+
+
 def _unknown_keys(node: DictConfig, schema: type, prefix: str = "") -> list[str]:
     """Keys of ``node`` the dataclass ``schema`` does not define (``+key=`` overrides add
     keys past OmegaConf's struct check)."""
@@ -246,6 +271,7 @@ def validate(cfg: DictConfig) -> None:
     """Range checks the schema cannot express; raises :class:`ConfigError`."""
     unknown = _unknown_keys(cfg, TrainConfig)
     if unknown:
+        unknown = [k + (f" (did you mean {m}?)" if (m := near_miss(k)) else "") for k in unknown]
         raise ConfigError(f"unknown config key(s) {', '.join(unknown)} (the schema, "
                           f"mbt.config.TrainConfig, does not define them; a typo in a "
                           f"+key= override?)")

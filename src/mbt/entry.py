@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -32,7 +33,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from mbt.checkpoint import CheckpointError
-from mbt.config import ConfigError
+from mbt.config import ConfigError, near_miss
 from mbt.data import DataError
 from mbt.ledger import LedgerError
 from mbt.run import RunIOError
@@ -141,7 +142,26 @@ def _hint(err: BaseException) -> str:
                 f"{group}={option}, without the +)")
     if "hydra/launcher/submitit" in text:  # conf/hydra/launcher/slurm.yaml's base config
         return f" ({_SLURM_EXTRA})"
-    return ""
+    return _did_you_mean(f"{text} {err.__cause__ or ''}")
+
+
+_NOT_IN = re.compile(r"Could not override '([\w.]+)'.*?Key '\w+' not in '(\w+)'", re.S)
+
+
+def _did_you_mean(text: str) -> str:
+    """`` (did you mean trainer.epochs=3?)`` for an override of a key the schema lacks,
+    where it names one close to it (Hydra's own hint there is to add a key with +)."""
+    found = _NOT_IN.search(text)
+    if not found:
+        return ""
+    key, holder = found.groups()
+    schema = next((obj for mod in (sys.modules.get("mbt.config"), sys.modules.get("__main__"),
+                                   sys.modules.get("mbt.toy.__main__"))
+                   if mod is not None and isinstance(obj := getattr(mod, holder, None), type)
+                   and dataclasses.is_dataclass(obj)), None)
+    match = near_miss(key, schema) if schema is not None else None
+    value = re.search(rf"\+{re.escape(key)}=(\S+)", text)
+    return f" (did you mean {match}{'=' + value[1] if value else ''}?)" if match else ""
 
 
 def _missing_launcher(err: BaseException) -> bool:
