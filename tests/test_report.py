@@ -504,6 +504,13 @@ def test_record_from_wandb_rebuilds_a_train_record():
     assert sel.protocol == "full" and len(sel.records) == 1
     running = SimpleNamespace(**{**vars(run), "summary": {}, "state": "running"})
     assert record_from_wandb(running) is None
+    # A run logged with the ledger's provenance says what data it loaded, where, when.
+    prov = {"data": {"num_train": 5170, "partial": True, "synthetic": False},
+            "synthetic": False, "device": "cuda:0", "device_name": "NVIDIA H200",
+            "torch_version": "2.14.1", "git_commit": "f" * 40, "git_dirty": False}
+    rec = record_from_wandb(SimpleNamespace(**{**vars(run), "config": {**cfg,
+                                                                       "provenance": prov}}))
+    assert {k: rec[k] for k in prov} == prov and "provenance" not in rec["config"]
 
 
 def test_fmt_lr():

@@ -165,6 +165,24 @@ def test_a_stale_record_says_so_and_rerun_keeps_both(compose, cifar10_root, tmp_
         train(compose(*over, "rerun=a/b"))
 
 
+def test_a_line_search_every_step_records_its_evaluations_per_epoch(compose, cifar10_root,
+                                                                      tmp_path):
+    from mbt.tracking import wandb_row
+
+    record = train(compose(*tiny_overrides(cifar10_root, tmp_path), "optim=two_way_gd",
+                           "logger=none"))
+    hist = record["history"]
+    # 2 steps per epoch: each step evaluates f at least twice (the point, one trial) and
+    # takes one gradient.
+    assert hist["line_search_grad_evals"] == [2, 2]
+    assert all(n >= 4 for n in hist["line_search_evals"]) and len(hist["line_search_evals"]) == 2
+    assert all(n >= 0 for n in hist["line_search_bound_hits"])
+    row = {k: v[0] for k, v in hist.items() if k != "step_lrs"}
+    assert wandb_row(row)["search/step_evals"] == hist["line_search_evals"][0]
+    plain = train(compose(*tiny_overrides(cifar10_root, tmp_path), "optim=sgd", "logger=none"))
+    assert not [k for k in plain["history"] if k.startswith("line_search")]
+
+
 def test_stop_and_resume_equals_an_uninterrupted_run(compose, cifar10_root, tmp_path):
     base = [*tiny_overrides(cifar10_root, tmp_path / "a"), "optim=mmt", "logger=none"]
     whole = train(compose(*base))

@@ -50,7 +50,8 @@ def find_lr_run(cfg: DictConfig) -> dict[str, Any]:
         tracker = make_tracker(OmegaConf.to_container(cfg.logger, resolve=True,
                                                       enum_to_str=True),
                                run_key=run.key, config=run.config, run_dir=run.run_dir,
-                               notice=notice, job_type="lr_search")
+                               notice=notice, job_type="lr_search",
+                               provenance=provenance(run, "lr_search", "running"))
         run.train_loader.set_epoch(0)
         report = controller.finder.find(
             model, nn.CrossEntropyLoss(), run.train_loader, lr=float(cfg.optim.lr),

@@ -122,6 +122,17 @@ def _resume(run: Run, model, optimizer, controller, scheduler) -> dict:
     return state
 
 
+def _line_search_counts(optimizer) -> dict[str, int] | None:
+    """Running totals of an optimizer that searches every step (mbt.optim's line searches,
+    SLS: ``search_state``), or None."""
+    state = getattr(optimizer, "search_state", None)
+    if not isinstance(state, dict):
+        return None
+    return {"evals": int(state.get("func_evals", 0)),
+            "grad_evals": int(state.get("grad_evals", 0)),
+            "bound_hits": int(state.get("bound_hits", 0))}
+
+
 def _epoch(run: Run, epoch, model, step_model, optimizer, controller, scheduler, ref_loss,
            progress):
     """One epoch (MBT search first, if any), its evaluation, and its history row."""
@@ -132,6 +143,7 @@ def _epoch(run: Run, epoch, model, step_model, optimizer, controller, scheduler,
         epoch, model, nn.CrossEntropyLoss(), loader,
         dataset_size=run.cfg.data.rescale_size or loader.num_samples, batch_size=t.batch_size)
     search_time = time.perf_counter() - t_epoch
+    counts = _line_search_counts(optimizer)
     loader.set_epoch(epoch)
     controller.train_mode()
     stats = train_epoch(
@@ -165,6 +177,9 @@ def _epoch(run: Run, epoch, model, step_model, optimizer, controller, scheduler,
         "search_per_batch": list(report.per_batch) if hasattr(report, "per_batch") else None,
         "commit": str(code["commit"])[:12] + ("+dirty" if code["dirty"] else ""),
     }
+    if counts is not None:  # a line search every step: what this epoch's searches cost
+        row.update({f"line_search_{k}": v - counts[k]
+                    for k, v in _line_search_counts(optimizer).items()})
     if t.record_steps:
         row["step_lrs"] = stats.step_lrs
     if progress != "none":  # Hydra's job logging: the console and the job's train.log
@@ -188,7 +203,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         tracker = make_tracker(OmegaConf.to_container(cfg.logger, resolve=True,
                                                       enum_to_str=True),
                                run_key=run.key, config=run.config, run_dir=run.run_dir,
-                               notice=notice)
+                               notice=notice, provenance=provenance(run, "train", "running"))
         step_model = torch.compile(model, dynamic=False) if t.compile else model
         progress = _progress_mode(t.progress)
         status, early_stopped, t_start = "finished", False, time.perf_counter()
