@@ -157,7 +157,7 @@ def test_a_stale_record_says_so_and_rerun_keeps_both(compose, cifar10_root, tmp_
     err = capsys.readouterr().err
     assert (f"{first['run_key']}: already in {path} (finished, made at commit 00000000, a "
             f"commit this checkout does not have") in err
-    assert "not training again; rerun=1 (any label) runs it again and keeps both" in err
+    assert "not training again; rerun=1 (or another label) runs it again and keeps both" in err
     again = train(compose(*over, "rerun=1"))
     assert again["run_key"] != first["run_key"] and "-s0-r1-" in again["run_key"]
     assert [r["run_key"] for r in ledger.read(path)] == [first["run_key"], again["run_key"]]

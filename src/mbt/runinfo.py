@@ -72,10 +72,9 @@ def _changed_since(commit: str) -> list[str] | str:
 def already_done(key: str, ledger: str, record: dict, verb: str = "training") -> str:
     """The line a run prints when the ledger already holds its key: when and from which
     code the record came, and the override that runs it again beside it."""
-    text, changed = code_since(record)
-    again = "rerun=1 (any label) runs it again and keeps both records"
-    return (f"{key}: already in {ledger} ({record.get('status')}, {text}); not {verb} again"
-            + (f"; {again}" if changed else f" ({again})"))
+    text, _ = code_since(record)
+    return (f"{key}: already in {ledger} ({record.get('status')}, {text}); not {verb} again; "
+            f"rerun=1 (or another label) runs it again and keeps both records")
 
 
 def code_since(record: dict) -> tuple[str, bool]:
