@@ -190,3 +190,13 @@ def test_the_toy_schema_gets_near_misses_too():
 
     assert near_miss("fuction", ToyConfig) == "function"
     assert near_miss("data.rot") == "data.root" and near_miss("nope.x") is None
+
+
+def test_the_search_progress_lines_print_bare_like_the_epoch_lines():
+    from omegaconf import OmegaConf
+
+    from mbt.optim import mbt_finder
+
+    loggers = OmegaConf.load(CONF_DIR / "hydra" / "job_logging" / "mbt.yaml").loggers
+    assert loggers[mbt_finder.logger.name].handlers == loggers["mbt.train"].handlers
+    assert loggers[mbt_finder.logger.name].level == "INFO"
