@@ -1,7 +1,7 @@
 """Reproduce Examples 3.6-3.7 and Figure 2(a) with ``python -m mbt.toy``.
 
 A thin entry point: the targets are :data:`mbt.report.targets.TOY_TARGETS`, their code
-:mod:`mbt.report.toy`. Writes results/toy_examples.md (+ .csv), results/fig2a.md,
+:mod:`mbt.toy.reproduce`. Writes results/toy_examples.md (+ .csv), results/fig2a.md,
 results/fig2a.png, results/fig2a.csv (the named start's history) and
 results/fig2a.starts.csv (one row per start and method).
 

@@ -46,9 +46,9 @@ def _paper_text() -> str:
 
 
 def _reproduce_toy():
-    from mbt.report import toy  # the toy targets' code (scripts/reproduce_toy.py runs it)
+    from mbt.toy import reproduce  # the toy targets' code (scripts/reproduce_toy.py runs it)
 
-    return toy
+    return reproduce
 
 
 def test_every_paper_table_is_pinned():

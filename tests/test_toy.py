@@ -243,11 +243,11 @@ def test_toy_targets_are_listed_once_for_the_index_and_the_script():
 def test_fig2a_target_writes_its_files_from_cli_and_in_process_runs(tmp_path, monkeypatch):
     """Figure 2(a)'s target cut to 2 starts per family and 40 iterates (the named start's
     runs go through the CLI, as in make reproduce-fig2a)."""
-    from mbt.report import toy
     from mbt.report.targets import TOY_TARGETS
+    from mbt.toy import reproduce
 
-    monkeypatch.setattr(toy, "FIG2A_STARTS", 2)
-    monkeypatch.setattr(toy, "FIG2A_ITERS", 40)
+    monkeypatch.setattr(reproduce, "FIG2A_STARTS", 2)
+    monkeypatch.setattr(reproduce, "FIG2A_ITERS", 40)
     {t.name: t for t in TOY_TARGETS}["fig2a"].build(tmp_path, False)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "fig2a.csv", "fig2a.md", "fig2a.png", "fig2a.starts.csv"]

@@ -70,8 +70,9 @@ TARGETS: tuple[Target, ...] = (
 
 @dataclass(frozen=True)
 class ToyTarget:
-    """A target computed from analytic toy runs (:mod:`mbt.report.toy`; CPU, float64,
-    deterministic): ``build(out, quick)`` runs them and writes ``<out>/<name>.*``."""
+    """A target computed from analytic toy runs (:mod:`mbt.toy.reproduce`; CPU, float64,
+    deterministic): ``build(out, quick)`` runs them and writes ``<out>/<name>.*``. The
+    report itself never runs anything: only ``scripts/reproduce_toy.py`` calls ``build``."""
 
     name: str                              # output stem: results/<name>.{md,csv,png}
     title: str
@@ -83,9 +84,11 @@ class ToyTarget:
 
 def _toy(function: str) -> Callable[[Path, bool], None]:
     def build(out: Path, quick: bool = False) -> None:
-        from . import toy  # the toy runs' code: only where a toy target is built
+        # Imported here, not at the top: the report package reads the ledger and never
+        # imports the code that runs anything (tests/test_packaging.py's layers).
+        from mbt.toy import reproduce
 
-        getattr(toy, function)(out, quick)
+        getattr(reproduce, function)(out, quick)
     return build
 
 

@@ -1,8 +1,8 @@
 """The analytic report targets: Examples 3.6-3.7 (Sec. 3.4) and Figure 2(a) (Sec. 4.1).
 
-Unlike the ledger targets, these are computed here, from runs of ``python -m mbt.toy`` (the
-toy runs are analytic, CPU, float64 and deterministic: seconds to minutes). Every number
-in the outputs comes from a run whose exact CLI command is printed beside it (Examples
+Unlike the ledger targets (:mod:`mbt.report`), these are computed here, from runs of
+``python -m mbt.toy`` (analytic, CPU, float64, deterministic: seconds to minutes). Every
+number in the outputs comes from a run whose exact CLI command is printed beside it (Examples
 3.6-3.7 and Figure 2(a)'s named start run through the CLI; Figure 2(a)'s random-start
 runs run in-process through the same ``mbt.toy.run_toy``, each with its CLI command in
 ``fig2a.starts.csv``). :func:`examples` writes ``toy_examples.md`` (+ ``.csv``),
