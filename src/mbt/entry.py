@@ -90,14 +90,15 @@ def summary(record: dict) -> str:
     """One line for a job's result: what the run gave, where its record and files are."""
     key, status = record.get("run_key", "?"), record.get("status", "?")
     if record.get("kind") == "lr_search":
-        what = (f"search lr {record['search_lr']:.6g} (mean accepted "
-                f"{record['search_mean_lr']:.6g}, {record.get('func_evals')} evaluations, "
-                f"{record.get('seconds', 0):.1f} s)")
+        lr, mean = (record.get(k) for k in ("search_lr", "search_mean_lr"))
+        what = (f"search lr {'-' if lr is None else f'{lr:.6g}'} (mean accepted "
+                f"{'-' if mean is None else f'{mean:.6g}'}, {record.get('func_evals')} "
+                f"evaluations, {record.get('seconds') or 0:.1f} s)")
     elif status in ("finished", "diverged"):
         what = (f"{status}, {record.get('epochs_completed')}/{record.get('epochs')} epochs, "
                 f"best test {_acc(record.get('best_test_acc'))} (epoch "
                 f"{record.get('best_epoch') or '-'}), final {_acc(record.get('final_test_acc'))}, "
-                f"{record.get('wall_time', 0):.1f} s")
+                f"{record.get('wall_time') or 0:.1f} s")
     else:  # trainer.stop_after: no record yet
         what = f"{status} after {record.get('epochs_completed')} epoch(s), resumable"
     paths = (record.get("config") or {}).get("paths") or {}
