@@ -18,7 +18,7 @@ else
 fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-"$PY" -m mbt.train experiment=demo "${data[@]}" "$@" | tee "$log" | grep --line-buffered -v '^{'
+"$PY" -m mbt.train --json experiment=demo "${data[@]}" "$@" | tee "$log" | grep --line-buffered -v '^{'
 record=$(tail -n 1 "$log")
 "$PY" - "$record" <<'PYEOF'
 import json, sys

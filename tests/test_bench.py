@@ -146,3 +146,18 @@ def test_parity_only_rereads_the_ledger_and_keeps_the_timings(tmp_path, monkeypa
     (row,) = out["parity"]["rows"]
     assert row["cell"].startswith("cpu: ") and row["delta"] == pytest.approx(1.0)
     assert rendered and (tmp_path / "bench.md").read_text() == "md\n"
+
+
+def test_render_of_the_committed_bench_json_has_every_section_and_row():
+    """The fast-suite check of render (the integration test above runs a real bench)."""
+    from pathlib import Path
+
+    from mbt.bench.report import render
+
+    res = json.loads((Path(__file__).resolve().parents[1] / "results" / "bench.json").read_text())
+    md = render({**res, "notes": ["a note"]})
+    at = [md.index(s) for s in SECTIONS]
+    assert at == sorted(at) and md.endswith("## Notes\n\n- a note\n")
+    rows = {m["batch_size"] for m in res["mbt_overhead"]["rows"]}
+    assert all(sum(line.startswith(f"| {b} | ") for line in md.splitlines()) == 2 for b in rows)
+    assert md.count("\n| ") >= len(res["throughput"]["rows"]) + len(res["flops"]["rows"])

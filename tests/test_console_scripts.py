@@ -48,6 +48,9 @@ def test_help_exits_zero(name, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip(), f"{name} --help printed nothing"
     assert not list(tmp_path.iterdir()), "--help must not write anything"
+    if name == "mbt-toy":  # the toy's own help, not Hydra's default over the shared conf/
+        assert proc.stdout.startswith("mbt.toy: ") and "__main__" not in proc.stdout
+        assert "function " in proc.stdout and "mbt_nag" not in proc.stdout
 
 
 @pytest.mark.integration

@@ -281,7 +281,7 @@ def test_wandb_without_network_falls_back_to_offline_in_bounded_time(cifar10_roo
     args = [a for a in plumbing(cifar10_root, tmp_path / "runs") if a != "logger=none"]
     t0 = time.perf_counter()
     proc = run_module("mbt.train", *args, "logger=wandb", "logger.mode=online",
-                      "logger.init_timeout=5", cwd=tmp_path, env=env, timeout=240)
+                      "logger.init_timeout=5", "--json", cwd=tmp_path, env=env, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "logging offline" in proc.stderr and "Traceback" not in proc.stderr
     assert json.loads(proc.stdout.splitlines()[-1])["wandb"]["mode"] == "offline"

@@ -5,7 +5,6 @@ Each test runs the real entrypoint in a subprocess, as a user does."""
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from clirun import one_error_line, plumbing, run_module
+from mbt import ledger
 from mbt.config import ConfigError, validate
 from mbt.config_paths import CONF_DIR
 
@@ -26,9 +26,17 @@ def test_job_dir_and_run_dir_link_and_the_job_log_holds_the_epochs(cifar10_root,
             if not o.startswith("trainer.progress=")]
     proc = run_module("mbt.train", *over, "trainer.progress=line", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    record = json.loads(proc.stdout.splitlines()[-1])  # still the last stdout line
+    (record,) = ledger.read(tmp_path / "runs" / "ledger.jsonl")
     key = record["run_key"]
     run_dir = tmp_path / "runs" / key
+    # Without --json the last stdout line is a summary naming the run folder, which the
+    # first stderr line already named; the 4 KB record is in the ledger only.
+    last = proc.stdout.splitlines()[-1]
+    assert last.startswith(f"{key}: finished, 2/2 epochs, best test ") and not last.startswith("{")
+    assert last.endswith(f"; ledger {tmp_path / 'runs' / 'ledger.jsonl'}; run folder {run_dir}")
+    assert proc.stderr.splitlines()[0] == f"{key}: run folder {run_dir}"
+    # A finished run keeps one checkpoint (prev.pt, the fallback while training, is gone).
+    assert sorted(p.name for p in run_dir.glob("*.pt")) == ["last.pt"]
 
     (job_dir,) = [p.parent for p in (tmp_path / "outputs").glob("*/*/.hydra")]
     assert (job_dir / "run_key").read_text().strip() == key
@@ -151,3 +159,44 @@ def test_optimizer_check_in_process(compose, monkeypatch):
                 f"optim={optim} needs '{module}', which is not installed: "
                 f"pip install -e '.[autolr]'")):
             validate(compose(f"optim={optim}"))
+
+
+# --- near misses ------------------------------------------------------------------------------
+@pytest.mark.parametrize(("override", "hint"), [
+    ("trainer.epoch=3", "(did you mean trainer.epochs=3?)"),
+    ("optim.lrr=0.1", "(did you mean optim.lr=0.1?)"),
+    ("trainer.zzz=1", ""),  # nothing close: no guess
+])
+def test_a_near_miss_key_suggests_the_schemas_name(compose, override, hint):
+    from hydra.errors import HydraException
+
+    from mbt.entry import _condense, _hint
+
+    with pytest.raises(HydraException) as info:
+        compose(override)
+    assert _hint(info.value) == (f" {hint}" if hint else "")
+    assert "Could not override" in _condense(info.value)  # Hydra's text stays before it
+
+
+def test_a_near_miss_added_with_plus_is_named_too(compose):
+    with pytest.raises(ConfigError, match=re.escape(
+            "unknown config key(s) trainer.epoch (did you mean trainer.epochs?)")):
+        validate(compose("+trainer.epoch=3"))
+
+
+def test_the_toy_schema_gets_near_misses_too():
+    from mbt.config import near_miss
+    from mbt.toy.__main__ import ToyConfig
+
+    assert near_miss("fuction", ToyConfig) == "function"
+    assert near_miss("data.rot") == "data.root" and near_miss("nope.x") is None
+
+
+def test_the_search_progress_lines_print_bare_like_the_epoch_lines():
+    from omegaconf import OmegaConf
+
+    from mbt.optim import mbt_finder
+
+    loggers = OmegaConf.load(CONF_DIR / "hydra" / "job_logging" / "mbt.yaml").loggers
+    assert loggers[mbt_finder.logger.name].handlers == loggers["mbt.train"].handlers
+    assert loggers[mbt_finder.logger.name].level == "INFO"

@@ -201,3 +201,15 @@ def test_relaunch_submits_only_the_cells_not_in_the_ledger(finished, cifar10_roo
     assert f"2 of 2 {line}" in again.stderr
     assert sorted(sweep_dir.glob(".submitit/*/*_submitted.pkl")) == jobs  # none new
     assert len(list(ledger.read(runs / "ledger.jsonl"))) == 3
+
+
+def test_skipped_cells_made_by_other_code_are_counted(monkeypatch):
+    from types import SimpleNamespace
+
+    from mbt import launchers, runinfo
+
+    monkeypatch.setattr(runinfo, "code_since", lambda r: ("", r.get("git_commit") == "old"))
+    cells = [SimpleNamespace(return_value={"git_commit": c}) for c in ("old", "new", "old")]
+    assert launchers._stale(cells).startswith(" (2 of them made by other code than this ")
+    assert "rerun=1" in launchers._stale(cells)
+    assert launchers._stale(cells[1:2]) == ""

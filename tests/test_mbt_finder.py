@@ -534,3 +534,15 @@ def test_search_shows_per_batch_progress_on_a_terminal(monkeypatch):
     monkeypatch.setattr("sys.stderr", quiet)
     find_lr(model, LOSS, batches, lr=1e-2, num_batches=3, rescale="none")
     assert "MBT search" not in quiet.getvalue()
+
+
+def test_search_logs_a_progress_line_every_few_batches_without_a_terminal(caplog):
+    batches = [(torch.randn(8, 4), torch.randint(0, 3, (8,))) for _ in range(3)]
+    model = nn.Sequential(nn.Linear(4, 3))
+    with caplog.at_level(logging.INFO, logger="mbt.optim.mbt_finder"):
+        report = find_lr(model, LOSS, batches, lr=1e-2, num_batches=12, rescale="none")
+    progress = [r.getMessage() for r in caplog.records
+                if "mini-batches, mean eta" in r.getMessage()]
+    assert [m.split(",")[0] for m in progress] == ["MBT search: 5/12 mini-batches",
+                                                   "MBT search: 10/12 mini-batches"]
+    assert f"mean eta so far {sum(report.per_batch[:5]) / 5:.4g} (" in progress[0]

@@ -171,6 +171,27 @@ def test_table2_cells_header_and_protocol_choice(ledger_path, tmp_path):
     assert "NOT the paper's protocol" not in md and "SYNTHETIC" not in md
 
 
+def test_header_names_the_commit_of_each_cell_when_they_differ(tmp_path):
+    records = [train_record("table2", "sgd", 0.1, seed=0),
+               train_record("table2", "sgd", 0.1, seed=1),
+               train_record("table2", "adam", 1e-3), train_record("table2", "nag", 0.01)]
+    records[1]["git_commit"] = records[3]["git_commit"] = "fedcba98" * 5
+    records[2]["trained_at_commits"] = ["aaaaaaaaaaaa", "bbbbbbbbbbbb+dirty"]
+    path = tmp_path / "ledger.jsonl"
+    for r in records:
+        ledger.append(path, r)
+    build("table2", load_ledger(path), tmp_path / "out")
+    md = (tmp_path / "out" / "table2.md").read_text()
+    assert ("| cells by commit | 01234567: sgd/0.1; aaaaaaaa, bbbbbbbb (dirty): adam/0.001; "
+            "fedcba98: all the others (2 cells) |") in md
+    # One commit for every cell: no such row.
+    path.write_text("")
+    ledger.append(path, records[0])
+    build("table2", load_ledger(path), tmp_path / "one")
+    md = (tmp_path / "one" / "table2.md").read_text()
+    assert "| commit(s) | 01234567 |" in md and "cells by commit" not in md
+
+
 def test_quick_protocol_is_never_presented_as_the_papers(ledger_path, tmp_path):
     result = build("table2", load_ledger(ledger_path), tmp_path, protocol="quick")
     md = (tmp_path / "table2.md").read_text()
@@ -489,6 +510,13 @@ def test_record_from_wandb_rebuilds_a_train_record():
     assert sel.protocol == "full" and len(sel.records) == 1
     running = SimpleNamespace(**{**vars(run), "summary": {}, "state": "running"})
     assert record_from_wandb(running) is None
+    # A run logged with the ledger's provenance says what data it loaded, where, when.
+    prov = {"data": {"num_train": 5170, "partial": True, "synthetic": False},
+            "synthetic": False, "device": "cuda:0", "device_name": "NVIDIA H200",
+            "torch_version": "2.14.1", "git_commit": "f" * 40, "git_dirty": False}
+    rec = record_from_wandb(SimpleNamespace(**{**vars(run), "config": {**cfg,
+                                                                       "provenance": prov}}))
+    assert {k: rec[k] for k in prov} == prov and "provenance" not in rec["config"]
 
 
 def test_fmt_lr():

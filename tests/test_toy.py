@@ -206,3 +206,52 @@ def test_cli_rejects_bad_values_with_nonzero_exit(tmp_path, override, needle):
     assert proc.returncode != 0
     assert needle in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_toy_help_lists_every_function_method_and_key():
+    import dataclasses
+    import re
+
+    from omegaconf import OmegaConf
+
+    from mbt.config_paths import CONF_DIR
+    from mbt.toy import FUNCTIONS, METHODS
+    from mbt.toy.__main__ import ToyConfig
+
+    template = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "hydra" / "help" / "toy.yaml"))[
+        "template"]
+    keys = re.findall(r"^  (\w+) ", template, re.M)
+    assert keys == [f.name for f in dataclasses.fields(ToyConfig)]
+    choices = lambda key: re.search(rf"^  {key} +(.*)$", template, re.M)[1]  # noqa: E731
+    assert set(re.findall(r"\w+", choices("function"))) >= set(FUNCTIONS)
+    assert set(re.findall(r"\w+", choices("method"))) >= set(METHODS)
+    assert "override hydra/help: toy" in (CONF_DIR / "toy.yaml").read_text()
+
+
+def test_toy_targets_are_listed_once_for_the_index_and_the_script():
+    from mbt.report.targets import OTHER_RESULTS, TOY_TARGETS
+
+    assert [(t.name, t.only) for t in TOY_TARGETS] == [("toy_examples", "examples"),
+                                                       ("fig2a", "fig2a")]
+    assert OTHER_RESULTS == (
+        ("toy_examples", "Examples 3.6-3.7", "toy examples, paper vs ours", "make reproduce-toy"),
+        ("fig2a", "Fig. 2(a)", "Two-way Backtracking GD on the Mexican hat",
+         "make reproduce-fig2a"))
+
+
+@pytest.mark.integration
+def test_fig2a_target_writes_its_files_from_cli_and_in_process_runs(tmp_path, monkeypatch):
+    """Figure 2(a)'s target cut to 2 starts per family and 40 iterates (the named start's
+    runs go through the CLI, as in make reproduce-fig2a)."""
+    from mbt.report.targets import TOY_TARGETS
+    from mbt.toy import reproduce
+
+    monkeypatch.setattr(reproduce, "FIG2A_STARTS", 2)
+    monkeypatch.setattr(reproduce, "FIG2A_ITERS", 40)
+    {t.name: t for t in TOY_TARGETS}["fig2a"].build(tmp_path, False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "fig2a.csv", "fig2a.md", "fig2a.png", "fig2a.starts.csv"]
+    md = (tmp_path / "fig2a.md").read_text()
+    assert md.startswith("# Figure 2(a)") and "## Verdict" in md and "## Random starts" in md
+    starts = (tmp_path / "fig2a.starts.csv").read_text().splitlines()
+    assert len(starts) == 1 + 3 * (1 + 2 * 2)  # header; 3 methods x (named + 2 x 2 random)

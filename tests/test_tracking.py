@@ -153,6 +153,23 @@ def test_non_mbt_run_logs_no_search_keys(compose, cifar10_root, tmp_path):
     assert record["history"]["search_mean_lr"] == [None, None]
 
 
+def test_run_config_carries_the_ledgers_provenance_and_line_searches_their_evals(
+        compose, cifar10_root, tmp_path):
+    record = train(compose(*tiny(cifar10_root, tmp_path, "optim=two_way_gd")))
+    wb = offline_run(tmp_path / record["run_key"])
+    config = {(i.key or "/".join(i.nested_key)): json.loads(i.value_json)
+              for i in wb["run"].config.update}
+    prov = config["provenance"]
+    assert prov["data"]["num_train"] == record["data"]["num_train"] == 64
+    assert prov["data"]["partial"] is False and prov["synthetic"] is True
+    assert prov["data"]["fingerprint"] == record["data"]["fingerprint"]
+    assert (prov["device"], prov["torch_version"], prov["git_commit"]) == (
+        record["device"], record["torch_version"], record["git_commit"])
+    rows = [r for r in wb["history"] if "epoch" in r]
+    assert [r["search/step_evals"] for r in rows] == record["history"]["line_search_evals"]
+    assert [r["search/step_grad_evals"] for r in rows] == [2, 2]
+
+
 def test_find_lr_logs_each_search_as_an_lr_search_run(compose, cifar10_root, tmp_path):
     cfg = compose("experiment=table1", "protocol=smoke",
                   *tiny(cifar10_root, tmp_path, "optim.builder.num_batches=3",

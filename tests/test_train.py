@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from mbt import checkpoint, ledger
+from mbt.config import ConfigError
 from mbt.train import train
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -64,6 +65,122 @@ def test_sgd_run_is_skipped_once_in_the_ledger(compose, cifar10_root, tmp_path):
     again = train(cfg)
     assert again["run_key"] == first["run_key"]
     assert len(list(ledger.read(tmp_path / "ledger.jsonl"))) == 1
+
+
+def test_a_finished_run_keeps_one_checkpoint_and_names_its_folder(
+        compose, cifar10_root, tmp_path, capsys):
+    from mbt.entry import summary
+
+    record = train(compose(*tiny_overrides(cifar10_root, tmp_path), "optim=sgd",
+                           "logger=none"))
+    run_dir = tmp_path / record["run_key"]
+    # Two epochs wrote last.pt twice (the first became prev.pt); the finished run keeps one.
+    assert sorted(p.name for p in run_dir.glob("*.pt")) == ["last.pt"]
+    assert f"{record['run_key']}: run folder {run_dir}" in capsys.readouterr().err
+    line = summary(record)
+    assert line.startswith(f"{record['run_key']}: finished, 2/2 epochs, best test ")
+    assert line.endswith(f"; ledger {tmp_path / 'ledger.jsonl'}; run folder {run_dir}")
+
+
+def test_summary_of_a_search_and_of_a_stopped_run():
+    from mbt.entry import summary
+
+    search = {"kind": "lr_search", "run_key": "lrsearch-k", "status": "finished",
+              "search_lr": 0.0123456789, "search_mean_lr": 0.01, "func_evals": 57,
+              "seconds": 3.21, "config": {"paths": {"runs": "r", "ledger": "r/l.jsonl"}}}
+    assert summary(search) == ("lrsearch-k: search lr 0.0123457 (mean accepted 0.01, "
+                               "57 evaluations, 3.2 s); ledger r/l.jsonl; run folder r/lrsearch-k")
+    stopped = {"run_key": "k", "status": "interrupted", "epochs_completed": 1, "run_dir": "r/k"}
+    assert summary(stopped) == "k: interrupted after 1 epoch(s), resumable; run folder r/k"
+
+
+def _git_repo(root: Path) -> list[str]:
+    """A repo with two commits; the second edits src/mbt (the code a run depends on)."""
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                              cwd=root, check=True, capture_output=True, text=True).stdout
+    (root / "src" / "mbt" / "optim").mkdir(parents=True)
+    (root / "conf").mkdir()
+    (root / "src" / "mbt" / "optim" / "armijo.py").write_text("c = 0.5\n")
+    (root / "conf" / "train.yaml").write_text("seed: 0\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "a")
+    old = git("rev-parse", "HEAD").strip()
+    (root / "src" / "mbt" / "optim" / "armijo.py").write_text("c = 1e-4\n")
+    git("commit", "-qam", "b")
+    return [old, git("rev-parse", "HEAD").strip()]
+
+
+def test_code_since_names_the_commit_and_the_files_changed_since(tmp_path, monkeypatch):
+    from mbt import runinfo
+
+    old, new = _git_repo(tmp_path / "repo")
+    monkeypatch.setattr(runinfo, "REPO_ROOT", tmp_path / "repo")
+    runinfo.git_state.cache_clear()  # cached per process; cleared again below
+    runinfo._changed_since.cache_clear()
+    try:
+        text, changed = runinfo.code_since({"git_commit": old, "git_dirty": False})
+        assert changed and text == (f"made at commit {old[:8]}; the code has changed since: "
+                                    f"src/mbt/optim/armijo.py")
+        assert runinfo.code_since({"git_commit": new}) == (
+            f"made at commit {new[:8]}; src/mbt and conf are the same now", False)
+        # Uncommitted edits count; files outside src/mbt and conf do not.
+        (tmp_path / "repo" / "README").write_text("x")
+        assert not runinfo.code_since({"git_commit": new})[1]
+        (tmp_path / "repo" / "conf" / "train.yaml").write_text("seed: 1\n")
+        runinfo._changed_since.cache_clear()
+        assert "conf/train.yaml" in runinfo.code_since({"git_commit": new})[0]
+        assert runinfo.code_since({"git_commit": "0" * 40}) == (
+            "made at commit 00000000, a commit this checkout does not have, so whether the "
+            "code changed is unknown", True)
+        assert runinfo.code_since({}) == ("made at an unknown commit", True)
+        monkeypatch.setattr(runinfo, "REPO_ROOT", tmp_path)  # no repository there
+        runinfo.git_state.cache_clear()
+        runinfo._changed_since.cache_clear()
+        text, changed = runinfo.code_since({"git_commit": old})
+        assert changed and "not a git checkout" in text
+    finally:
+        runinfo.git_state.cache_clear()
+        runinfo._changed_since.cache_clear()
+
+
+def test_a_stale_record_says_so_and_rerun_keeps_both(compose, cifar10_root, tmp_path, capsys):
+    over = [*tiny_overrides(cifar10_root, tmp_path), "optim=sgd", "logger=none",
+            "trainer.epochs=1"]
+    first = train(compose(*over))
+    # The record as an older commit, which this checkout does not have, would have left it.
+    path = tmp_path / "ledger.jsonl"
+    path.write_text(json.dumps({**first, "git_commit": "0" * 40, "git_dirty": False}) + "\n")
+    capsys.readouterr()
+    assert train(compose(*over))["run_key"] == first["run_key"]
+    err = capsys.readouterr().err
+    assert (f"{first['run_key']}: already in {path} (finished, made at commit 00000000, a "
+            f"commit this checkout does not have") in err
+    assert "not training again; rerun=1 (or another label) runs it again and keeps both" in err
+    again = train(compose(*over, "rerun=1"))
+    assert again["run_key"] != first["run_key"] and "-s0-r1-" in again["run_key"]
+    assert [r["run_key"] for r in ledger.read(path)] == [first["run_key"], again["run_key"]]
+    with pytest.raises(ConfigError, match="rerun must be a label"):
+        train(compose(*over, "rerun=a/b"))
+
+
+def test_a_line_search_every_step_records_its_evaluations_per_epoch(compose, cifar10_root,
+                                                                      tmp_path):
+    from mbt.tracking import wandb_row
+
+    record = train(compose(*tiny_overrides(cifar10_root, tmp_path), "optim=two_way_gd",
+                           "logger=none"))
+    hist = record["history"]
+    # 2 steps per epoch: each step evaluates f at least twice (the point, one trial) and
+    # takes one gradient.
+    assert hist["line_search_grad_evals"] == [2, 2]
+    assert all(n >= 4 for n in hist["line_search_evals"]) and len(hist["line_search_evals"]) == 2
+    assert all(n >= 0 for n in hist["line_search_bound_hits"])
+    row = {k: v[0] for k, v in hist.items() if k != "step_lrs"}
+    assert wandb_row(row)["search/step_evals"] == hist["line_search_evals"][0]
+    plain = train(compose(*tiny_overrides(cifar10_root, tmp_path), "optim=sgd", "logger=none"))
+    assert not [k for k in plain["history"] if k.startswith("line_search")]
 
 
 def test_stop_and_resume_equals_an_uninterrupted_run(compose, cifar10_root, tmp_path):
@@ -146,7 +263,7 @@ def test_killed_process_resumes_and_ledger_has_one_record(cifar10_root, tmp_path
     proc.wait()
     ckpt = torch.load(next(tmp_path.glob("*/last.pt")), weights_only=True)
     assert ckpt["epoch"] < 3, "the run finished before it could be killed"
-    done = run_cli(*over, cwd=tmp_path)
+    done = run_cli(*over, "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert f"resuming at epoch {ckpt['epoch'] + 1}" in done.stderr
     record = json.loads(done.stdout.strip().splitlines()[-1])
@@ -184,7 +301,7 @@ def test_missing_data_is_one_line(tmp_path):
 def test_cli_json_last_line_and_no_secret_anywhere(cifar10_root, tmp_path):
     secret = "sekrit-0123456789abcdef"
     proc = run_cli(*tiny_overrides(cifar10_root, tmp_path / "runs"), "optim=sgd",
-                   "trainer.epochs=1", "logger.mode=offline", cwd=tmp_path,
+                   "trainer.epochs=1", "logger.mode=offline", "--json", cwd=tmp_path,
                    env={"WANDB_API_KEY": secret})
     assert proc.returncode == 0, proc.stderr
     record = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -51,7 +51,8 @@ def test_one_section_per_view_and_every_query_pins_the_protocol(report):
     assert (report.entity, report.project) == ("me", "mbt")
     assert "protocol full" in report.title
     assert [h.split(":")[0] for h in headings(report)] == ["Table 1", "Table 2", "Table 3",
-                                                           "Figure 3"]
+                                                           "Figure 3", "Figure 2(b)",
+                                                           "Beyond the paper"]
     for grid in grids(report):
         assert grid.panels
         for runset in grid.runsets:
@@ -128,7 +129,7 @@ def test_one_experiment_and_another_protocol():
     assert headings(report)[0].startswith("Figure 3") and len(headings(report)) == 1
     assert all(conditions(rs)[("config", "protocol")] == ("=", "smoke")
                for g in grids(report) for rs in g.runsets)
-    assert set(EXPERIMENTS) == {"table1", "table2", "table3", "fig3"}
+    assert set(EXPERIMENTS) == {"table1", "table2", "table3", "fig3", "fig2b", "autolr"}
     with pytest.raises(ReportError):
         build_report("me", "mbt", experiments=("table9",))
 
@@ -145,3 +146,39 @@ def test_cli_offline_is_one_error_line_and_no_network(monkeypatch, capsys):
                         "--experiment", "table2"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: wandb-dashboard needs W&B online") and "\n" not in err
+
+
+def test_fig2b_lr_and_line_search_evals_per_iterate_and_autolr_per_method(report):
+    (fig2b,) = [g for g in grids(report) if g.runsets[0].name == "Figure 2(b)"]
+    cond = conditions(fig2b.runsets[0])
+    assert cond[("config", "experiment")] == ("IN", ["fig2b"])
+    assert cond[("config", "optim.name")] == ("=", "two_way_gd")
+    lines = panels_of(fig2b, wr.LinePlot)
+    assert [(p.x, p.y) for p in lines[:2]] == [("epoch", ["lr/value"]),
+                                               ("epoch", ["search/step_evals"])]
+    (autolr,) = [g for g in grids(report) if g.runsets[0].name.startswith("autolr")]
+    assert conditions(autolr.runsets[0])[("config", "experiment")] == (
+        "IN", ["autolr", "autolr_grid"])
+    assert panels_of(autolr, wr.BarPlot)[0].groupby == wr.Config("optim.name")
+
+
+def test_dry_run_prints_the_panels_without_an_entity_or_network(monkeypatch, capsys):
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("--dry-run must not connect")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    assert report_main(["wandb-dashboard", "--dry-run", "--experiment", "fig2b"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("Report: mbt: the paper's views (fig2b; protocol full)")
+    assert out[1].startswith("## Figure 2(b)") and "LinePlot: Figure 2(b): lr per iterate" in (
+        out[3].strip())
+    assert report_main(["wandb-dashboard"]) == 2  # saving needs --entity
+    assert "--entity is required" in capsys.readouterr().err
+
+
+def test_report_help_lists_the_dashboard(capsys):
+    with pytest.raises(SystemExit):
+        report_main(["--help"])
+    assert ",all,wandb-dashboard}" in capsys.readouterr().out  # a choice, not only an example

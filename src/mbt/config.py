@@ -9,7 +9,9 @@ whose message is one line the entrypoint prints as is.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -23,7 +25,7 @@ from mbt.data.transforms import AUGMENTS, NORMALIZES
 from mbt.ledger import PROTOCOLS
 from mbt.models import BN_INITS, MODEL_NAMES
 
-__all__ = ["ConfigError", "TrainConfig", "register_configs", "validate"]
+__all__ = ["ConfigError", "TrainConfig", "near_miss", "register_configs", "validate"]
 
 ModelName = Enum("ModelName", {n: n for n in MODEL_NAMES})
 BnInit = Enum("BnInit", {n: n for n in BN_INITS})
@@ -135,6 +137,9 @@ class TrainConfig:
     seed: int = MISSING  # value in conf/train.yaml
     protocol: Protocol = MISSING  # value in conf/protocol/*.yaml
     experiment: str | None = None  # set by conf/experiment/* presets
+    # A label that enters the run key: `rerun=1` (or any text) trains a cell the ledger
+    # already holds again and keeps both records (e.g. after a code change); null: none.
+    rerun: str | None = None
     notes: str | None = None
     # Preset bookkeeping that interpolations read (e.g. Table 2's best lr per optimizer);
     # not part of the run key: what it changes shows up in the keys it sets.
@@ -155,6 +160,30 @@ def _positive(name: str, value, *, allow_zero: bool = False) -> None:
 
 # Schema fields whose value is a free-form dict (optimizer kwargs, preset bookkeeping).
 _FREE_FORM = {"optim.builder", "optim.scheduler", "grid"}
+
+
+def _schema_at(path: list[str], schema: type = TrainConfig) -> type | None:
+    """The dataclass of the node at ``path`` (``["trainer"]`` -> TrainerConfig), or None."""
+    for name in path:
+        fields = {f.name: f for f in dataclasses.fields(schema)}
+        sub = fields[name].default_factory if name in fields else None
+        if not (isinstance(sub, type) and dataclasses.is_dataclass(sub)):
+            return None
+        schema = sub
+    return schema
+
+
+def near_miss(key: str, schema: type | None = None) -> str | None:
+    """The schema's name closest to the unknown dotted ``key`` (``trainer.epoch`` ->
+    ``trainer.epochs``), or None. ``schema``: the dataclass that holds the key's last
+    part, where known (Hydra names it); else found from :class:`TrainConfig` down."""
+    *parents, last = key.split(".")
+    schema = schema or _schema_at(parents)
+    if schema is None or not dataclasses.is_dataclass(schema):
+        return None
+    match = difflib.get_close_matches(last, [f.name for f in dataclasses.fields(schema)], n=1,
+                                      cutoff=0.6)
+    return ".".join([*parents, match[0]]) if match else None
 
 
 def _unknown_keys(node: DictConfig, schema: type, prefix: str = "") -> list[str]:
@@ -242,6 +271,7 @@ def validate(cfg: DictConfig) -> None:
     """Range checks the schema cannot express; raises :class:`ConfigError`."""
     unknown = _unknown_keys(cfg, TrainConfig)
     if unknown:
+        unknown = [k + (f" (did you mean {m}?)" if (m := near_miss(k)) else "") for k in unknown]
         raise ConfigError(f"unknown config key(s) {', '.join(unknown)} (the schema, "
                           f"mbt.config.TrainConfig, does not define them; a typo in a "
                           f"+key= override?)")
@@ -260,6 +290,9 @@ def validate(cfg: DictConfig) -> None:
     _positive("data.test_batch_size", cfg.data.test_batch_size)
     _positive("data.num_workers", cfg.data.num_workers, allow_zero=True)
     _positive("trainer.eval_every", cfg.trainer.eval_every, allow_zero=True)
+    if cfg.get("rerun") is not None and not re.fullmatch(r"[\w.+-]+", str(cfg.rerun)):
+        raise ConfigError(f"rerun must be a label of letters, digits and ._+- (it becomes "
+                          f"part of the run folder's name), got {cfg.rerun!r}")
     if cfg.data.num_classes != cfg.model.num_classes:
         raise ConfigError(f"model.num_classes={cfg.model.num_classes} differs from "
                           f"data.num_classes={cfg.data.num_classes}")

@@ -9,11 +9,16 @@
   and the process exits non-zero at the end, naming the failed cells. Under a submitit
   launcher (SLURM, submitit_local) each cell is its own job: the job logs its ``error:``
   line and fails, the other jobs run, and the launching process exits 1 with one line.
-* The job's result (a ledger record) is the last stdout line, as JSON.
+* The job's result is the last stdout line: one summary line (status, accuracy or searched
+  lr, the ledger, the run folder), or with ``--json`` (or ``MBT_JSON=1``) the whole ledger
+  record as JSON. ``--json`` is ours, not Hydra's: it is taken out of the arguments
+  before Hydra reads them and passed to the jobs as ``MBT_JSON=1`` (so a SLURM job's log
+  ends with the record too).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -28,18 +33,20 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from mbt.checkpoint import CheckpointError
-from mbt.config import ConfigError
+from mbt.config import ConfigError, near_miss
 from mbt.data import DataError
 from mbt.ledger import LedgerError
 from mbt.run import RunIOError
 
-__all__ = ["one_line_errors", "run_and_print"]
+__all__ = ["JSON_ENV", "one_line_errors", "run_and_print", "summary"]
 
 # (exit code, error types) for errors whose message is already one line.
 _KNOWN = ((2, (ConfigError, DataError)), (1, (LedgerError, RunIOError, CheckpointError)))
 _KNOWN_TYPES = tuple(t for _, types in _KNOWN for t in types)
 # Cells of the current multirun that failed: (job number, overrides, message).
 _FAILED: list[tuple[str, str, str]] = []
+# Set by --json; an environment variable so that the jobs of a submitit launcher see it too.
+JSON_ENV = "MBT_JSON"
 
 
 def _multirun() -> bool:
@@ -47,7 +54,7 @@ def _multirun() -> bool:
 
 
 def run_and_print(job: Callable[[DictConfig], dict], cfg: DictConfig) -> None:
-    """Run ``job(cfg)`` under the contract above; print its record as the last line."""
+    """Run ``job(cfg)`` under the contract above; print its summary (or record) last."""
     try:
         record = job(cfg)
     except KeyboardInterrupt:
@@ -69,7 +76,36 @@ def run_and_print(job: Callable[[DictConfig], dict], cfg: DictConfig) -> None:
         _FAILED.append((str(job_cfg.num), " ".join(job_cfg.override_dirname.split(",")),
                         str(err)))
         return
-    print(json.dumps(record, allow_nan=True, default=str), flush=True)
+    if os.environ.get(JSON_ENV) == "1":
+        print(json.dumps(record, allow_nan=True, default=str), flush=True)
+    else:
+        print(summary(record), flush=True)
+
+
+def _acc(value) -> str:
+    return "-" if value is None else f"{value:.2f}%"
+
+
+def summary(record: dict) -> str:
+    """One line for a job's result: what the run gave, where its record and files are."""
+    key, status = record.get("run_key", "?"), record.get("status", "?")
+    if record.get("kind") == "lr_search":
+        lr, mean = (record.get(k) for k in ("search_lr", "search_mean_lr"))
+        what = (f"search lr {'-' if lr is None else f'{lr:.6g}'} (mean accepted "
+                f"{'-' if mean is None else f'{mean:.6g}'}, {record.get('func_evals')} "
+                f"evaluations, {record.get('seconds') or 0:.1f} s)")
+    elif status in ("finished", "diverged"):
+        what = (f"{status}, {record.get('epochs_completed')}/{record.get('epochs')} epochs, "
+                f"best test {_acc(record.get('best_test_acc'))} (epoch "
+                f"{record.get('best_epoch') or '-'}), final {_acc(record.get('final_test_acc'))}, "
+                f"{record.get('wall_time') or 0:.1f} s")
+    else:  # trainer.stop_after: no record yet
+        what = f"{status} after {record.get('epochs_completed')} epoch(s), resumable"
+    paths = (record.get("config") or {}).get("paths") or {}
+    where = [f"ledger {paths['ledger']}"] if status in ("finished", "diverged") and paths else []
+    run_dir = record.get("run_dir") or (paths and f"{paths['runs']}/{key}")
+    where += [f"run folder {run_dir}"] if run_dir else []
+    return f"{key}: {what}" + "".join(f"; {w}" for w in where)
 
 
 _DETAIL = ("full_key:", "reference_type=", "object_type=", "Set the environment")
@@ -107,7 +143,26 @@ def _hint(err: BaseException) -> str:
                 f"{group}={option}, without the +)")
     if "hydra/launcher/submitit" in text:  # conf/hydra/launcher/slurm.yaml's base config
         return f" ({_SLURM_EXTRA})"
-    return ""
+    return _did_you_mean(f"{text} {err.__cause__ or ''}")
+
+
+_NOT_IN = re.compile(r"Could not override '([\w.]+)'.*?Key '\w+' not in '(\w+)'", re.S)
+
+
+def _did_you_mean(text: str) -> str:
+    """`` (did you mean trainer.epochs=3?)`` for an override of a key the schema lacks,
+    where it names one close to it (Hydra's own hint there is to add a key with +)."""
+    found = _NOT_IN.search(text)
+    if not found:
+        return ""
+    key, holder = found.groups()
+    schema = next((obj for mod in (sys.modules.get("mbt.config"), sys.modules.get("__main__"),
+                                   sys.modules.get("mbt.toy.__main__"))
+                   if mod is not None and isinstance(obj := getattr(mod, holder, None), type)
+                   and dataclasses.is_dataclass(obj)), None)
+    match = near_miss(key, schema) if schema is not None else None
+    value = re.search(rf"\+{re.escape(key)}=(\S+)", text)
+    return f" (did you mean {match}{'=' + value[1] if value else ''}?)" if match else ""
 
 
 def _missing_launcher(err: BaseException) -> bool:
@@ -126,6 +181,9 @@ def one_line_errors(hydra_main: Callable[[], None]) -> Callable[[], None]:
     exit 1 if any cell failed (the others ran)."""
     @functools.wraps(hydra_main)
     def entry() -> None:
+        if "--json" in sys.argv[1:]:
+            sys.argv = [a for a in sys.argv if a != "--json"]
+            os.environ[JSON_ENV] = "1"
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             hydra_main()
         else:

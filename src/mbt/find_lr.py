@@ -27,6 +27,7 @@ from mbt.models import build_model
 from mbt.optim import MBTController
 from mbt.optim.factory import build_optimizer
 from mbt.run import notice, open_run, provenance
+from mbt.runinfo import already_done
 from mbt.tracking import make_tracker
 
 __all__ = ["find_lr_run"]
@@ -36,7 +37,7 @@ def find_lr_run(cfg: DictConfig) -> dict[str, Any]:
     """Run (or skip, if already in the ledger) the search ``cfg`` describes; its record."""
     with open_run(cfg, kind="lr_search") as run:
         if run.done is not None:
-            notice(f"{run.key}: already in {cfg.paths.ledger}; not searching again")
+            notice(already_done(run.key, cfg.paths.ledger, run.done, "searching"))
             return run.done
         model = build_model(cfg.model.name.name, cfg.model.num_classes,
                             bn_init=cfg.model.bn_init.name, seed=cfg.seed).to(run.device)
@@ -49,7 +50,8 @@ def find_lr_run(cfg: DictConfig) -> dict[str, Any]:
         tracker = make_tracker(OmegaConf.to_container(cfg.logger, resolve=True,
                                                       enum_to_str=True),
                                run_key=run.key, config=run.config, run_dir=run.run_dir,
-                               notice=notice, job_type="lr_search")
+                               notice=notice, job_type="lr_search",
+                               provenance=provenance(run, "lr_search", "running"))
         run.train_loader.set_epoch(0)
         report = controller.finder.find(
             model, nn.CrossEntropyLoss(), run.train_loader, lr=float(cfg.optim.lr),

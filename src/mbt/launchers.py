@@ -132,6 +132,16 @@ def finished_cells(config: DictConfig, config_loader: Any,
     return done, found_in
 
 
+def _stale(returns) -> str:
+    """`` (K of them made by code that has changed since ...)`` for the skipped cells."""
+    from mbt.runinfo import code_since
+
+    stale = sum(code_since(r.return_value or {})[1] for r in returns)
+    return (f" ({stale} of them made by other code than this checkout's src/mbt and conf, "
+            f"or by code that cannot be compared; rerun=1 runs them again beside their "
+            f"records)") if stale else ""
+
+
 class _JobNumbers(logging.Filter):
     """Rewrites the plugin's ``\\t#<i> : ...`` lines: position i of the submitted cells ->
     the cell's job number in the sweep."""
@@ -173,7 +183,7 @@ class SkipFinished:
         if not done:
             return super().launch(job_overrides, initial_job_idx)
         print(f"{len(done)} of {len(job_overrides)} cells already in {', '.join(found_in)}: "
-              f"not submitted", file=sys.stderr, flush=True)
+              f"not submitted{_stale(done.values())}", file=sys.stderr, flush=True)
         nums = range(initial_job_idx, initial_job_idx + len(job_overrides))
         todo = [(num, overrides) for num, overrides in zip(nums, job_overrides, strict=True)
                 if num not in done]

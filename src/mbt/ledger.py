@@ -64,6 +64,7 @@ _KEY_IGNORES = {
 KEY_NEUTRAL: dict[tuple[str, ...], Any] = {
     ("model", "bn_init"): "torch",
     ("optim", "builder", "bn_slices"): 1,
+    ("rerun",): None,
 }
 _SECRET = re.compile(r"(api[_-]?key|token|secret|password)", re.IGNORECASE)
 
@@ -103,15 +104,16 @@ def run_key(config: dict, data: dict, kind: str = "train") -> str:
     """``<model>-<data>-<optim>-lr<lr>-b<batch>-e<epochs>-s<seed>-<hash8>`` of a resolved
     config and the fingerprint (``CifarData.fingerprint``) of the data it loaded; an lr
     search (``kind="lr_search"``): ``lrsearch-<model>-<data>-<optim>-lr<lr>-b<batch>-s<seed>-
-    <hash8>``."""
+    <hash8>``. With ``rerun=LABEL``, ``-r<LABEL>`` follows the seed."""
     digest = hashlib.sha256(json.dumps(identity(config, data, kind), sort_keys=True,
                                        default=str).encode()).hexdigest()[:8]
     t = config["trainer"]
     lr = f"{float(config['optim']['lr']):g}"
     search = kind == "lr_search"
+    rerun = "" if config.get("rerun") is None else f"-r{config['rerun']}"
     return (f"{'lrsearch-' if search else ''}{config['model']['name']}-{config['data']['name']}"
             f"-{config['optim']['name']}-lr{lr}-b{t['batch_size']}"
-            f"{'' if search else '-e' + str(t['epochs'])}-s{config['seed']}-{digest}")
+            f"{'' if search else '-e' + str(t['epochs'])}-s{config['seed']}{rerun}-{digest}")
 
 
 def scrub_secrets(node: Any) -> Any:

@@ -227,6 +227,7 @@ def open_run(cfg: DictConfig, *, kind: str = "train") -> Iterator[Run]:
     train_loader, test_loader, info = load_data(cfg, device)
     key, config = run_identity(cfg, kind, fingerprint=info["fingerprint"])
     run_dir = Path(cfg.paths.runs) / key
+    notice(f"{key}: run folder {run_dir}")
     with _run_lock(run_dir, key):
         _remove_stale_temp_files(run_dir)
         _link_hydra_job(run_dir, key)

@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["JOB_TYPES", "WANDB_KEYS", "NullTracker", "WandbTracker", "ledger_row", "make_tracker",
-           "resolve_mode", "run_group", "run_tags", "wandb_row"]
+__all__ = ["JOB_TYPES", "PROVENANCE_KEYS", "WANDB_KEYS", "NullTracker", "WandbTracker",
+           "ledger_row", "make_tracker", "resolve_mode", "run_group", "run_tags", "wandb_row"]
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +43,17 @@ WANDB_KEYS = {
     "search_lr": "search/lr", "search_mean_lr": "search/mean_lr",
     "search_per_batch": "search/batch_lrs", "search_evals": "search/trials",
     "search_grad_evals": "search/grad_evals", "search_bound_hits": "search/bound_hits",
+    # a line search every step (backtracking_*, two_way_gd, sls): the epoch's evaluations
+    "line_search_evals": "search/step_evals", "line_search_grad_evals": "search/step_grad_evals",
+    "line_search_bound_hits": "search/step_bound_hits",
     "epoch_time": "time/epoch", "search_time": "time/search",
 }
 _LEDGER_KEYS = {v: k for k, v in WANDB_KEYS.items()}
+# The ledger's provenance a W&B run carries in its config, under ``provenance``: the data
+# actually loaded (image counts, partial copy, synthetic fallback, fingerprint), where and
+# with what it ran. ``mbt.report --source wandb`` reads them back.
+PROVENANCE_KEYS = ("data", "synthetic", "device", "device_name", "torch_version",
+                   "git_commit", "git_dirty", "key_schema")
 _NAMESPACES = ("train", "test", "lr", "search", "time")
 JOB_TYPES = ("train", "lr_search", "bench")
 
@@ -136,7 +144,7 @@ class WandbTracker:
     checkpoint. ``job_type``: train (per-epoch rows) | lr_search (one MBT search) | bench."""
 
     def __init__(self, logger_cfg: dict, *, run_key: str, config: dict, run_dir: Path,
-                 notice=print, job_type: str = "train"):
+                 notice=print, job_type: str = "train", provenance: dict | None = None):
         import wandb  # imported here: wandb's import costs ~1 s and is unused with logger=none
 
         if job_type not in JOB_TYPES:
@@ -147,6 +155,9 @@ class WandbTracker:
             notice(message)
         run_dir.mkdir(parents=True, exist_ok=True)
         timeout = float(logger_cfg.get("init_timeout") or 30)
+        if provenance:
+            config = {**config, "provenance": {k: provenance[k] for k in PROVENANCE_KEYS
+                                               if k in provenance}}
 
         def init(mode: str):
             return wandb.init(

@@ -9,8 +9,9 @@ Examples::
 Flow (config -> train loop -> ledger + W&B): validate the config, derive its
 ``run_key``; if the ledger already holds a finished or diverged record for that key,
 print it and stop; otherwise resume from ``<paths.runs>/<run_key>/last.pt`` when it
-exists, train with a checkpoint after every epoch, append one ledger record and print
-it as the last stdout line. Divergent runs end with status ``diverged`` and the test
+exists, train with a checkpoint after every epoch, append one ledger record, keep only
+the last checkpoint, and print a one-line summary as the last stdout line (the record as
+JSON with ``--json``). Divergent runs end with status ``diverged`` and the test
 accuracy measured at that point (the paper records them at chance level, Sec. 4).
 """
 
@@ -34,7 +35,7 @@ from mbt.loop import evaluate, train_epoch
 from mbt.models import build_model
 from mbt.optim.factory import build_optimizer, build_scheduler
 from mbt.run import Run, notice, open_run, provenance, uses_channels_last
-from mbt.runinfo import git_state
+from mbt.runinfo import already_done, git_state
 from mbt.tracking import make_tracker
 
 __all__ = ["train"]
@@ -121,6 +122,17 @@ def _resume(run: Run, model, optimizer, controller, scheduler) -> dict:
     return state
 
 
+def _line_search_counts(optimizer) -> dict[str, int] | None:
+    """Running totals of an optimizer that searches every step (mbt.optim's line searches,
+    SLS: ``search_state``), or None."""
+    state = getattr(optimizer, "search_state", None)
+    if not isinstance(state, dict):
+        return None
+    return {"evals": int(state.get("func_evals", 0)),
+            "grad_evals": int(state.get("grad_evals", 0)),
+            "bound_hits": int(state.get("bound_hits", 0))}
+
+
 def _epoch(run: Run, epoch, model, step_model, optimizer, controller, scheduler, ref_loss,
            progress):
     """One epoch (MBT search first, if any), its evaluation, and its history row."""
@@ -131,6 +143,7 @@ def _epoch(run: Run, epoch, model, step_model, optimizer, controller, scheduler,
         epoch, model, nn.CrossEntropyLoss(), loader,
         dataset_size=run.cfg.data.rescale_size or loader.num_samples, batch_size=t.batch_size)
     search_time = time.perf_counter() - t_epoch
+    counts = _line_search_counts(optimizer)
     loader.set_epoch(epoch)
     controller.train_mode()
     stats = train_epoch(
@@ -164,6 +177,9 @@ def _epoch(run: Run, epoch, model, step_model, optimizer, controller, scheduler,
         "search_per_batch": list(report.per_batch) if hasattr(report, "per_batch") else None,
         "commit": str(code["commit"])[:12] + ("+dirty" if code["dirty"] else ""),
     }
+    if counts is not None:  # a line search every step: what this epoch's searches cost
+        row.update({f"line_search_{k}": v - counts[k]
+                    for k, v in _line_search_counts(optimizer).items()})
     if t.record_steps:
         row["step_lrs"] = stats.step_lrs
     if progress != "none":  # Hydra's job logging: the console and the job's train.log
@@ -178,8 +194,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     or a status-only dict when the run stopped early on ``trainer.stop_after``."""
     with open_run(cfg) as run:
         if run.done is not None:
-            notice(f"{run.key}: already in {cfg.paths.ledger} ({run.done['status']}); "
-                   f"not training again")
+            notice(already_done(run.key, cfg.paths.ledger, run.done))
             return run.done
         t = cfg.trainer
         model, optimizer, controller, scheduler = _build(run)
@@ -188,7 +203,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         tracker = make_tracker(OmegaConf.to_container(cfg.logger, resolve=True,
                                                       enum_to_str=True),
                                run_key=run.key, config=run.config, run_dir=run.run_dir,
-                               notice=notice)
+                               notice=notice, provenance=provenance(run, "train", "running"))
         step_model = torch.compile(model, dynamic=False) if t.compile else model
         progress = _progress_mode(t.progress)
         status, early_stopped, t_start = "finished", False, time.perf_counter()
@@ -223,15 +238,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 tracker.finish()
                 notice(f"{run.key}: stopping after {epochs_here} epoch(s) as asked "
                        f"(trainer.stop_after); run the same command again to resume")
-                return {"run_key": run.key, "status": "interrupted", "epochs_completed": epoch + 1}
+                return {"run_key": run.key, "status": "interrupted", "epochs_completed": epoch + 1,
+                        "run_dir": str(run.run_dir)}
         record = _record(run, status, history,
                          wall=state["wall_time"] + time.perf_counter() - t_start,
                          tracker=tracker, early_stopped=early_stopped)
         ledger.append(cfg.paths.ledger, record)
         tracker.finish({"best_test_acc": record["best_test_acc"], "status": status})
-        if not t.keep_checkpoint:
-            for name in (checkpoint.LAST, checkpoint.PREV):
-                (run.run_dir / name).unlink(missing_ok=True)
+        # A finished run needs no fallback generation: keep last.pt only (or nothing).
+        for name in (checkpoint.PREV,) if t.keep_checkpoint else (checkpoint.LAST,
+                                                                  checkpoint.PREV):
+            (run.run_dir / name).unlink(missing_ok=True)
         return record
 
 

@@ -112,8 +112,8 @@ def _f(x: float | None, spec: str = ".3g") -> str:
     return "—" if x is None else format(x, spec)
 
 
-def render(res: dict) -> str:
-    """results/bench.md from the bench.json dict."""
+def _intro(res: dict) -> list[str]:
+    """Title, device, command, data, the CPU caveat and what was measured."""
     s, dev = res["settings"], res["device"]
     git = res["git"]
     out = [
@@ -147,8 +147,12 @@ def render(res: dict) -> str:
             "n of its 20 mini-batches measured, the rest extrapolated), and inside it per "
             "gradient pass and per trial. Extrapolated: everything per 50 000-image epoch, as "
             "`steps_per_epoch × step time` (+ the search for MBT). Medians over the repeats."]
+    return out
 
-    tp = res["throughput"]
+
+def _throughput(tp: dict) -> list[str]:
+    """Section 1: images/s of each input pipeline."""
+    out: list[str] = []
     out += ["", f"## 1. Training throughput (batch {tp['batch_size']}, NAG steps)", "",
             "| pipeline | augment | data | layout | precision | compile | timed images "
             "| images/s | epoch of 50k (s, extrapolated) | vs reference |",
@@ -162,8 +166,12 @@ def render(res: dict) -> str:
             f"{r['vs_reference']:.2f}× |")
     out += ["", "Ratio fast / reference (images/s): " + ", ".join(
         f"{aug} augmentation **{v:.2f}×**" for aug, v in tp["ratio"].items()) + "."]
+    return out
 
-    mo = res["mbt_overhead"]
+
+def _mbt_overhead(mo: dict, dev: dict) -> list[str]:
+    """Section 2: MBT-NAG against NAG, the split of the search, the target."""
+    out: list[str] = []
     out += ["", "## 2. MBT-NAG against NAG (same pipeline: the fast one)", "",
             "MBT-NAG's epoch = one search (20 mini-batches: per mini-batch one gradient pass "
             "and 2 or more no-grad trial forwards of the two-way Armijo search) + the same "
@@ -214,8 +222,12 @@ def render(res: dict) -> str:
             out += ["", "On this shared CPU the steps and the search are timed minutes apart "
                     "under changing load; the ratios to 20 gradient passes, timed inside the "
                     "search, are the steadier reading."]
+    return out
 
-    fl = res["flops"]
+
+def _flops(fl: dict) -> list[str]:
+    """Section 3: FLOPs per image and MFU."""
+    out: list[str] = []
     out += ["", "## 3. FLOPs and MFU", "",
             f"Model FLOPs per image (forward + backward, FlopCounterMode; convolutions and "
             f"matrix products only): **{fl['per_image'] / 1e9:.3f} GFLOP**.", "",
@@ -226,8 +238,12 @@ def render(res: dict) -> str:
         out.append(f"| {r['name']} | {r['augment']} | {r['precision']} | "
                    f"{r['achieved_tflops']:.3g} | {_f(r['peak_tflops'])} | {mfu} |")
     out += ["", fl["note"]]
+    return out
 
-    par = res["parity"]
+
+def _parity(par: dict) -> list[str]:
+    """Section 4: bf16 against fp32 from the ledger."""
+    out: list[str] = []
     out += ["", "## 4. Accuracy parity (bf16 / channels_last / compile against fp32)", ""]
     if par["rows"]:
         out += [f"From `{par['ledger']}` (best test accuracy, mean ± std over seeds; a "
@@ -242,6 +258,14 @@ def render(res: dict) -> str:
         out += [f"Not yet measured: `{par['ledger']}` holds no pair of runs of one cell "
                 "with `trainer.amp_bf16` true and false. Until it does, training keeps fp32 "
                 "(`amp_bf16: false` in conf/trainer/default.yaml)."]
+    return out
+
+
+def render(res: dict) -> str:
+    """results/bench.md from the bench.json dict, one section per helper."""
+    out = [*_intro(res), *_throughput(res["throughput"]),
+           *_mbt_overhead(res["mbt_overhead"], res["device"]), *_flops(res["flops"]),
+           *_parity(res["parity"])]
     if res.get("notes"):
         out += ["", "## Notes", ""] + [f"- {n}" for n in res["notes"]]
     return "\n".join(out) + "\n"

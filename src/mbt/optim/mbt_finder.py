@@ -109,6 +109,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+# Mini-batches between progress lines where there is no terminal for the bar.
+_PROGRESS_EVERY = 5
 
 RESCALE_MODES = ("code", "none")
 BN_MODES = ("train", "eval")
@@ -525,10 +527,11 @@ class MBTFinder:
         iterator = iter(batches)
         restarted_empty = False
         eta_start = start
-        # Searches take tens of seconds to minutes: a per-mini-batch bar on a terminal; the
-        # one summary line of find() otherwise.
+        # Searches take tens of seconds to minutes: a per-mini-batch bar on a terminal;
+        # elsewhere (a log file, a SLURM job) a line every _PROGRESS_EVERY mini-batches.
         bar = tqdm(total=cfg.num_batches, desc="MBT search", unit="batch", leave=False,
                    disable=not sys.stderr.isatty(), mininterval=0)
+        t_search = time.perf_counter()
         for k in range(cfg.num_batches):
             try:
                 batch = next(iterator)
@@ -608,6 +611,10 @@ class MBTFinder:
             # Later mini-batches start from the running mean (code: max(lr_min, mean)).
             eta_start = max(lo, sum(report.per_batch) / len(report.per_batch))
             bar.update(1)
+            if bar.disable and (k + 1) % _PROGRESS_EVERY == 0 and k + 1 < cfg.num_batches:
+                logger.info("MBT search: %d/%d mini-batches, mean eta so far %.4g (%.1f s)",
+                            k + 1, cfg.num_batches, sum(report.per_batch) / (k + 1),
+                            time.perf_counter() - t_search)
 
         bar.close()
         if not report.per_batch:

@@ -7,6 +7,7 @@ Examples::
     python -m mbt.report fig3 --source wandb --project mbt
     python -m mbt.report autolr --protocol quick       # beyond the paper: tuning cost counted
     python -m mbt.report wandb-dashboard --entity E --project mbt   # the views as a W&B Report
+    python -m mbt.report wandb-dashboard --dry-run   # the panels it would build; no W&B
 
 Exit status: 0 when something was written (``all``: always, unless an error), 1 when a
 single target has no runs (one line names the ``make`` target that produces them), 2 on
@@ -40,7 +41,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m mbt.report", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Rebuild a table or figure of the paper from the run ledger (never trains).",
         epilog="\n".join(__doc__.splitlines()[2:]))
-    p.add_argument("target", choices=[*names(), "all"])
+    # wandb-dashboard is dispatched before this parser (its own options: wandb-dashboard
+    # --help); listed here so that --help names it.
+    p.add_argument("target", choices=[*names(), "all", "wandb-dashboard"],
+                   help="a table or figure, all of them (+ results/README.md), or "
+                        "wandb-dashboard: the views as a saved W&B Report (--dry-run: "
+                        "print its panels)")
     p.add_argument("--ledger", default=DEFAULT_LEDGER,
                    help="JSONL run ledger (default: %(default)s)")
     p.add_argument("--out", default="results", help="output directory (default: %(default)s)")

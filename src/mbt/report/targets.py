@@ -1,13 +1,19 @@
 """Every report target, once: what it shows, which ledger records are its cells, how it is
 built, and what its full protocol runs. ``python -m mbt.report <name>`` and the index
-(``results/README.md``) read this list and nothing else."""
+(``results/README.md``) read this list and nothing else. The analytic targets (Examples
+3.6-3.7, Figure 2(a)) are computed from toy runs, not read from the ledger:
+:data:`TOY_TARGETS`, which ``scripts/reproduce_toy.py`` (``make reproduce-toy``) runs."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 from . import autolr, figures, tables
 from .common import Shared, Target, lr_key
 
-__all__ = ["OTHER_RESULTS", "TARGETS", "by_name", "names"]
+__all__ = ["OTHER_RESULTS", "TARGETS", "TOY_TARGETS", "ToyTarget", "by_name", "names"]
 
 _MBT_AT_1E2 = ("mbt_gd", "mbt_mmt", "mbt_nag")
 
@@ -60,11 +66,40 @@ TARGETS: tuple[Target, ...] = (
         protocol_note="ResNet18 / CIFAR10, 200 epochs, batch 200; tuned baselines over the "
                       "paper's 9 start lrs"),
 )
-# Outputs of other entrypoints, listed in the index when present: (stem, title, what, command).
-OTHER_RESULTS = (
-    ("toy_examples", "Examples 3.6-3.7", "toy examples, paper vs ours", "make reproduce-toy"),
-    ("fig2a", "Fig. 2(a)", "Two-way Backtracking GD on the Mexican hat", "make reproduce-fig2a"),
+
+
+@dataclass(frozen=True)
+class ToyTarget:
+    """A target computed from analytic toy runs (:mod:`mbt.toy.reproduce`; CPU, float64,
+    deterministic): ``build(out, quick)`` runs them and writes ``<out>/<name>.*``. The
+    report itself never runs anything: only ``scripts/reproduce_toy.py`` calls ``build``."""
+
+    name: str                              # output stem: results/<name>.{md,csv,png}
+    title: str
+    what: str                              # one line for the index
+    command: str                           # what regenerates it
+    only: str                              # its scripts/reproduce_toy.py --only value
+    build: Callable[[Path, bool], None]
+
+
+def _toy(function: str) -> Callable[[Path, bool], None]:
+    def build(out: Path, quick: bool = False) -> None:
+        # Imported here, not at the top: the report package reads the ledger and never
+        # imports the code that runs anything (tests/test_packaging.py's layers).
+        from mbt.toy import reproduce
+
+        getattr(reproduce, function)(out, quick)
+    return build
+
+
+TOY_TARGETS: tuple[ToyTarget, ...] = (
+    ToyTarget("toy_examples", "Examples 3.6-3.7", "toy examples, paper vs ours",
+              "make reproduce-toy", "examples", _toy("examples")),
+    ToyTarget("fig2a", "Fig. 2(a)", "Two-way Backtracking GD on the Mexican hat",
+              "make reproduce-fig2a", "fig2a", _toy("fig2a")),
 )
+# Listed in the index when present: (stem, title, what, command).
+OTHER_RESULTS = tuple((t.name, t.title, t.what, t.command) for t in TOY_TARGETS)
 
 
 def names() -> tuple[str, ...]:

@@ -3,8 +3,8 @@
 Examples::
 
     python -m mbt.report wandb-dashboard --entity me --project mbt
-    python -m mbt.report wandb-dashboard --entity me --project mbt --experiment table2 \
-        --protocol smoke
+    python -m mbt.report wandb-dashboard --entity me --experiment table2 --protocol smoke
+    python -m mbt.report wandb-dashboard --dry-run        # the panels, printed; no W&B
 
 :func:`build_report` is pure (it builds a ``wandb_workspaces`` Report object, no network);
 :func:`save_report` uploads it and needs W&B online. The views, one section each:
@@ -16,6 +16,11 @@ Examples::
   per epoch.
 - Figure 3: per dataset, the learning rate per epoch of MBT-MMT and MBT-NAG (ResNet18),
   grouped by optimizer (mean and range over seeds).
+- Figure 2(b): Two-way Backtracking GD, full batch: the lr per iterate (one epoch is one
+  iterate), the line search's evaluations per iterate and the training loss, by BatchNorm
+  init.
+- autolr (beyond the paper): per method, the best test accuracy, the test accuracy and
+  the lr per epoch, and the time per epoch.
 
 Every panel reads one protocol (``--protocol``, default full): a Report never mixes them.
 Runs are selected by their config (experiment, protocol, model, data, optim), not by W&B
@@ -34,12 +39,13 @@ from typing import Any
 from .common import DISPLAY, PROTOCOLS, ReportError
 from .wandb_source import require_online
 
-__all__ = ["EXPERIMENTS", "build_report", "main", "save_report"]
+__all__ = ["EXPERIMENTS", "build_report", "describe", "main", "save_report"]
 
-EXPERIMENTS = ("table1", "table2", "table3", "fig3")
+EXPERIMENTS = ("table1", "table2", "table3", "fig3", "fig2b", "autolr")
 # The presets whose runs each view reads (see the module docstring for the overlaps).
 _PRESETS = {"table1": ["table1"], "table2": ["table2", "table2_mbt"],
-            "table3": ["table3", "fig3", "table2_mbt"], "fig3": ["fig3", "table3", "table2_mbt"]}
+            "table3": ["table3", "fig3", "table2_mbt"], "fig3": ["fig3", "table3", "table2_mbt"],
+            "fig2b": ["fig2b"], "autolr": ["autolr", "autolr_grid"]}
 # Table 2's rows in the paper's order; Table 3's models; the datasets of Table 3 / Fig. 3.
 _TABLE2_OPTIMS = ("sgd", "mmt", "nag", "adagrad", "adadelta", "rmsprop", "adam", "adamax",
                   "mbt_gd", "mbt_mmt", "mbt_nag")
@@ -169,7 +175,52 @@ def _fig3(wr, expr, entity, project, protocol) -> list:
     return blocks
 
 
-_SECTIONS = {"table1": _table1, "table2": _table2, "table3": _table3, "fig3": _fig3}
+def _fig2b(wr, expr, entity, project, protocol) -> list:
+    runs = _runset(wr, expr, entity, project, "Figure 2(b)", "fig2b", protocol,
+                   optim__name="two_way_gd")
+    runs.groupby = ["config.model.bn_init"]
+    by_init = wr.Config("model.bn_init")
+    return [
+        wr.H2("Figure 2(b): Two-way Backtracking GD, learning rate per iterate"),
+        wr.P("ResNet18, full batch on a 500-image CIFAR10 subset: one epoch is one iterate. "
+             "The paper's curve settles after about 40 iterates; the settling iterate of each "
+             "run is in results/fig2b.md (from the ledger's per-step lrs)."),
+        wr.PanelGrid(runsets=[runs], panels=[
+            wr.LinePlot(title="Figure 2(b): lr per iterate", x="epoch", y=["lr/value"],
+                        groupby=by_init, log_y=True),
+            wr.LinePlot(title="Line-search evaluations per iterate", x="epoch",
+                        y=["search/step_evals"], groupby=by_init),
+            wr.LinePlot(title="Training loss per iterate", x="epoch", y=["train/loss"],
+                        groupby=by_init, log_y=True),
+        ]),
+    ]
+
+
+def _autolr(wr, expr, entity, project, protocol) -> list:
+    runs = _runset(wr, expr, entity, project, "autolr methods and grids", "autolr", protocol)
+    runs.groupby = ["config.optim.name"]
+    by_optim = wr.Config("optim.name")
+    return [
+        wr.H2("Beyond the paper: automatic learning rates against tuned grids"),
+        wr.P("ResNet18 on CIFAR10, batch 200: automatic-lr methods once per seed, tuned "
+             "baselines over their lr grid (experiment autolr_grid). What a method costs, "
+             "the grid included, is counted in results/autolr.md (from the ledger)."),
+        wr.PanelGrid(runsets=[runs], panels=[
+            wr.BarPlot(title="Best test accuracy per method (a grid: its best lr)",
+                       metrics=[wr.SummaryMetric("best_test_acc")], groupby=by_optim,
+                       groupby_aggfunc="max"),
+            wr.LinePlot(title="Test accuracy per epoch", x="epoch", y=["test/acc"],
+                        groupby=by_optim, groupby_aggfunc="mean", groupby_rangefunc="minmax"),
+            wr.LinePlot(title="lr per epoch", x="epoch", y=["lr/value"], groupby=by_optim,
+                        log_y=True),
+            wr.LinePlot(title="Time per epoch (s; MBT's search included)", x="epoch",
+                        y=["time/epoch"], groupby=by_optim),
+        ]),
+    ]
+
+
+_SECTIONS = {"table1": _table1, "table2": _table2, "table3": _table3, "fig3": _fig3,
+             "fig2b": _fig2b, "autolr": _autolr}
 
 
 def build_report(entity: str, project: str, *, protocol: str = "full",
@@ -187,12 +238,29 @@ def build_report(entity: str, project: str, *, protocol: str = "full",
                    f"(python -m mbt.report); this Report is a view of the same runs.")]
     for experiment in experiments:
         blocks += _SECTIONS[experiment](wr, expr, entity, project, protocol)
-    which = ", ".join(experiments) if tuple(experiments) != EXPERIMENTS else "Tables 1-3, Fig. 3"
+    which = (", ".join(experiments) if tuple(experiments) != EXPERIMENTS
+             else "Tables 1-3, Figs. 2(b) and 3, autolr")
     return wr.Report(entity=entity, project=project,
                      title=f"mbt: the paper's views ({which}; protocol {protocol})",
                      description="Backtracking GD and the MBT learning-rate finders: "
                                  "built by python -m mbt.report wandb-dashboard",
                      blocks=blocks, width="fluid")
+
+
+def describe(report) -> list[str]:
+    """What ``report`` holds, one line per section, runset and panel (``--dry-run``)."""
+    lines = [f"Report: {report.title} ({report.entity}/{report.project})"]
+    for block in report.blocks:
+        if isinstance(block, _wr()[0].H2):
+            text = block.text if isinstance(block.text, list) else [block.text]
+            lines.append("## " + " ".join(str(t) for t in text))
+        elif hasattr(block, "panels"):
+            for runset in block.runsets:
+                group = f", grouped by {', '.join(runset.groupby)}" if runset.groupby else ""
+                lines.append(f"  runs: {runset.name} [{runset.filters}]{group}")
+            for panel in block.panels:
+                lines.append(f"    {type(panel).__name__}: {panel.title}")
+    return lines
 
 
 def save_report(report, *, draft: bool = False) -> str:
@@ -214,17 +282,27 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Create a saved W&B Report with the paper's views (needs W&B online).",
         epilog="\n".join(__doc__.splitlines()[2:7]))
-    p.add_argument("--entity", required=True, help="W&B entity (user or team)")
-    p.add_argument("--project", required=True, help="W&B project the runs are in")
+    p.add_argument("--entity", help="W&B entity (user or team); required unless --dry-run")
+    p.add_argument("--project", default="mbt", help="W&B project the runs are in "
+                   "(default: %(default)s)")
     p.add_argument("--experiment", choices=EXPERIMENTS, action="append",
                    help="only this view (repeatable; default: all)")
     p.add_argument("--protocol", choices=PROTOCOLS, default="full",
                    help="the runs' protocol (default: %(default)s)")
     p.add_argument("--draft", action="store_true", help="save as a draft")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the sections, run queries and panels it would build; no W&B")
     args = p.parse_args(argv)
+    if not (args.entity or args.dry_run):
+        print("error: wandb-dashboard: --entity is required to save the Report (--dry-run "
+              "prints its panels without one)", file=sys.stderr)
+        return 2
     try:
-        report = build_report(args.entity, args.project, protocol=args.protocol,
+        report = build_report(args.entity or "<entity>", args.project, protocol=args.protocol,
                               experiments=tuple(args.experiment or EXPERIMENTS))
+        if args.dry_run:
+            print("\n".join(describe(report)))
+            return 0
         print(f"wandb-dashboard: saved {save_report(report, draft=args.draft)}")
         return 0
     except ReportError as err:

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from mbt import ledger
-from mbt.tracking import ledger_row
+from mbt.tracking import PROVENANCE_KEYS, ledger_row
 
 from .common import ReportError, get
 
@@ -69,9 +69,12 @@ def load_wandb(project: str, entity: str | None = None, *, experiments: Iterable
 
 def record_from_wandb(run) -> dict | None:
     """A ledger-like record from a W&B run (``run.config`` is the resolved config that
-    ``mbt.train`` logged; the history holds one row per epoch). W&B does not know which
-    data were actually loaded (synthetic fallback, partial copy): those fields are None."""
+    ``mbt.train`` logged; the history holds one row per epoch). Runs logged with the
+    ledger's provenance (``config.provenance``, :data:`mbt.tracking.PROVENANCE_KEYS`) say
+    which data were actually loaded, on what device, at which commit; for older runs those
+    fields are None (the data) or what W&B's own metadata knows (GPU, commit)."""
     cfg = dict(run.config)
+    known = cfg.pop("provenance", None) or {}
     raw = getattr(run, "summary", None) or {}
     summary = dict(getattr(raw, "_json_dict", raw))
     status = summary.get("status") or ("finished" if run.state == "finished" else None)
@@ -92,6 +95,7 @@ def record_from_wandb(run) -> dict | None:
         "config": cfg, "source": "wandb",
         "wandb": {"id": run.id, "url": getattr(run, "url", None)},
     }
+    common.update({k: known[k] for k in PROVENANCE_KEYS if k in known})
     # Runs log namespaced keys (mbt.tracking: search/lr, train/loss, ...); runs logged before
     # the namespaces used the ledger's flat names. Both read back under the ledger's.
     if getattr(run, "job_type", None) == "lr_search" or "search/lr" in summary \

@@ -15,8 +15,8 @@ import pandas as pd
 from .common import PROTOCOLS, Context, ReportError, get, plural, variant
 from .selection import Selection
 
-__all__ = ["cells_phrase", "commands", "commits_of", "guard", "header", "md_table", "read_stamp",
-           "stamp", "write_csv", "write_md"]
+__all__ = ["cells_by_commit", "cells_phrase", "commands", "commits_of", "guard", "header",
+           "md_table", "read_stamp", "stamp", "write_csv", "write_md"]
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,7 @@ def header(title: str, sel: Selection, ctx: Context, notes: Iterable[str] = ()) 
         ("training images", _join(_values(rs, _train_images))),
         ("device(s)", _join(_values(rs, lambda r: r.get("device_name") or r.get("device")))),
         ("commit(s)", _join(_values(rs, _commit))),
+        *([("cells by commit", by_commit)] if (by_commit := cells_by_commit(sel)) else []),
         ("source", f"`{ctx.source}`"),
         ("regenerate", f"`{make_cmd}` (runs what is missing, then this report); "
                        f"`{report_cmd}` (report only)"),
@@ -137,6 +138,24 @@ def header(title: str, sel: Selection, ctx: Context, notes: Iterable[str] = ()) 
     for note in notes:
         lines += [note, ""]
     return lines
+
+
+def cells_by_commit(sel: Selection) -> str | None:
+    """Where a target's runs come from different commits, which cells each commit made
+    (the commit with the most cells as "the other N"); None where one commit made all."""
+    by: dict[str, set] = {}
+    for r in sel.records if sel.spec is not None else ():
+        by.setdefault(_commit(r) or "unknown", set()).add(sel.spec.cell_of(r))
+    if len(by) < 2:
+        return None
+    most = max(by, key=lambda c: (len(by[c]), c))
+
+    def cell(c) -> str:
+        return "/".join(str(v) for v in c) if isinstance(c, tuple) else str(c)
+
+    parts = [f"{c}: {', '.join(sorted(map(cell, cells)))}" for c, cells in sorted(by.items())
+             if c != most]
+    return "; ".join(parts) + f"; {most}: all the others ({plural(len(by[most]), 'cell')})"
 
 
 def cells_phrase(sel: Selection) -> str:
