@@ -103,6 +103,7 @@ def _git_repo(root: Path) -> list[str]:
     (root / "conf").mkdir()
     (root / "src" / "mbt" / "optim" / "armijo.py").write_text("c = 0.5\n")
     (root / "conf" / "train.yaml").write_text("seed: 0\n")
+    (root / "pyproject.toml").write_text("")  # a checkout, not a wheel install (runinfo)
     git("init", "-q")
     git("add", ".")
     git("commit", "-qm", "a")
