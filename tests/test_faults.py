@@ -399,3 +399,61 @@ def test_toy_cli_nonsense_is_one_line(tmp_path, override, needle):
     proc = run_module("mbt.toy", *args, "max_iters=3", cwd=tmp_path, timeout=120)
     assert proc.returncode == 2
     assert needle in one_error_line(proc)
+
+
+# --- issue 26: faults of the second audit ------------------------------------------------------
+
+def _strict(line: str) -> dict:
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_a_diverged_record_is_strict_json_and_old_nan_lines_read_as_before(tmp_path):
+    path = tmp_path / "ledger.jsonl"
+    nan, inf = float("nan"), float("inf")
+    old = {"run_key": "old", "status": "diverged", "best_test_acc": nan,
+           "history": {"train_loss": [2.3, nan]}}
+    with path.open("w") as fh:  # as records were written before: NaN, not JSON
+        fh.write(json.dumps(old, allow_nan=True) + "\n")
+    ledger.append(path, {"run_key": "new", "status": "diverged", "best_test_acc": nan,
+                         "history": {"train_loss": [2.3, inf, -inf], "test_acc": [10.0, nan]}})
+    new = _strict(_lines(path)[1])
+    assert new["best_test_acc"] is None
+    assert new["history"] == {"train_loss": [2.3, None, None], "test_acc": [10.0, None]}
+    first, second = ledger.read(path)
+    assert first["best_test_acc"] != first["best_test_acc"]  # still NaN, as it was read
+    assert second["run_key"] == "new"
+
+
+def test_a_non_utf8_line_is_skipped_by_report_train_and_migrate(tmp_path, caplog):
+    from mbt.ledger_migrate import migrate
+
+    path, out = tmp_path / "ledger.jsonl", tmp_path / "results"
+    ledger.append(path, _search(200, 0.01, 0.012))
+    with path.open("ab") as fh:
+        fh.write(b'{"run_key": "caf\xe9", "status": "finished"}\n')
+    ledger.append(path, _search(12, 0.01, 0.01, key="after"))
+    assert report_main(["table1", "--ledger", str(path), "--out", str(out)]) == 0
+    assert f"{path} line 2: not UTF-8" in caplog.text
+    assert ledger.find(path, "after")["run_key"] == "after"  # what training looks up
+    assert migrate(path, notice=lambda m: None)["current"] == 2
+
+
+@pytest.mark.parametrize(("edit", "why"), [
+    (lambda r: r.pop("optim"), "no optim"),
+    (lambda r: r.update(lr=None), "no lr"),
+    (lambda r: r.update(batch_size=None), "no batch_size"),
+    (lambda r: r.update(model=None), "no model"),
+])
+def test_a_hand_edited_record_is_refused_in_one_warning(tmp_path, caplog, edit, why):
+    path, out = tmp_path / "ledger.jsonl", tmp_path / "results"
+    good = _search(200, 0.01, 0.012)
+    bad = _search(12, 0.01, 0.01, key="edited")
+    edit(bad)
+    for r in (good, bad):
+        ledger.append(path, r)
+    assert report_main(["table1", "--ledger", str(path), "--out", str(out)]) == 0
+    warned = [m for m in caplog.messages if "line 2" in m]
+    assert len(warned) == 1 and why in warned[0] and "edited" in warned[0]
+    assert "200" in (out / "table1.md").read_text()
