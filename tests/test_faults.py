@@ -457,3 +457,43 @@ def test_a_hand_edited_record_is_refused_in_one_warning(tmp_path, caplog, edit, 
     warned = [m for m in caplog.messages if "line 2" in m]
     assert len(warned) == 1 and why in warned[0] and "edited" in warned[0]
     assert "200" in (out / "table1.md").read_text()
+
+
+def test_two_runs_directories_on_one_ledger_train_a_cell_once(compose, cifar10_root, tmp_path,
+                                                             monkeypatch, capsys):
+    import threading
+
+    from mbt import train as train_module
+
+    shared = f"paths.ledger={tmp_path / 'ledger.jsonl'}"
+    first = compose(*plumbing(cifar10_root, tmp_path / "runs-a"), shared)
+    second = compose(*plumbing(cifar10_root, tmp_path / "runs-b"), shared)
+    inside, build = threading.Event(), train_module._build
+
+    def slow_first_build(run):  # the first process is mid-run when the second starts
+        if threading.current_thread() is not threading.main_thread():
+            inside.set()
+            time.sleep(1.0)
+        return build(run)
+
+    monkeypatch.setattr(train_module, "_build", slow_first_build)
+    results = {}
+    worker = threading.Thread(target=lambda: results.update(first=train(first)))
+    worker.start()
+    assert inside.wait(60)
+    results["second"] = train(second)
+    worker.join(60)
+    assert results["second"]["run_key"] == results["first"]["run_key"]
+    assert len(_lines(tmp_path / "ledger.jsonl")) == 1
+    assert "not training again" in capsys.readouterr().err
+
+
+def test_a_run_lock_without_flock_is_one_line(compose, cifar10_root, tmp_path, monkeypatch):
+    from mbt import run as run_module_
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(run_module_.fcntl, "flock", no_locks)
+    with pytest.raises(run_module_.RunIOError, match="no working flock"):
+        train(compose(*plumbing(cifar10_root, tmp_path / "runs")))

@@ -6,8 +6,9 @@ load the data, derive the run identity (config + data fingerprint, :mod:`mbt.led
 take the per-run lock, and look the key up in the ledger. :func:`provenance` is the part
 of a ledger record every entrypoint writes the same way.
 
-The per-run lock (``flock`` on ``<paths.runs>/<run_key>/lock``) makes two sweeps on one
-ledger safe: the second process to reach a cell waits for the first, then finds its
+The per-run locks (``flock`` on ``<ledger dir>/.<ledger name>.runs/<run_key>.lock``, then
+on ``<paths.runs>/<run_key>/lock``) make two sweeps on one ledger safe, whatever their
+``paths.runs``: the second process to reach a cell waits for the first, then finds its
 record in the ledger and skips the cell instead of training it again.
 """
 
@@ -160,19 +161,41 @@ class Run:
 
 
 @contextlib.contextmanager
-def _run_lock(run_dir: Path, key: str) -> Iterator[None]:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / LOCK, "a") as fh:
+def _flock(path: Path, key: str) -> Iterator[None]:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "a")
+    except OSError as err:
+        raise RunIOError(f"cannot create the run lock {path} ({err.strerror or err})") from err
+    with fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            notice(f"{key}: another process is running this cell ({run_dir / LOCK}); "
-                   f"waiting for it")
+            notice(f"{key}: another process is running this cell ({path}); waiting for it")
             fcntl.flock(fh, fcntl.LOCK_EX)
+        except OSError as err:  # ENOLCK / ENOSYS: Lustre mounted noflock, NFS without lockd
+            raise RunIOError(f"cannot lock {path} ({err.strerror or err}): this file system "
+                             f"has no working flock; put paths.ledger and paths.runs on one "
+                             f"that has (docs/cluster.md)") from err
         try:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ledger_lock_path(ledger_path: str | Path, key: str) -> Path:
+    """The lock of cell ``key`` on one ledger: beside the ledger file, so every process that
+    appends to it meets the same lock whatever its ``paths.runs``."""
+    ledger_path = Path(ledger_path).resolve()
+    return ledger_path.parent / f".{ledger_path.name}.runs" / f"{key}.lock"
+
+
+@contextlib.contextmanager
+def _run_lock(run_dir: Path, ledger_path: str | Path, key: str) -> Iterator[None]:
+    # Always the ledger's lock first, then the run directory's (which guards its
+    # checkpoints when two ledgers share one paths.runs): one order, no deadlock.
+    with _flock(ledger_lock_path(ledger_path, key), key), _flock(run_dir / LOCK, key):
+        yield
 
 
 def _link_hydra_job(run_dir: Path, key: str) -> None:
@@ -227,7 +250,7 @@ def open_run(cfg: DictConfig, *, kind: str = "train") -> Iterator[Run]:
     train_loader, test_loader, info = load_data(cfg, device)
     key, config = run_identity(cfg, kind, fingerprint=info["fingerprint"])
     run_dir = Path(cfg.paths.runs) / key
-    with _run_lock(run_dir, key):
+    with _run_lock(run_dir, cfg.paths.ledger, key):
         _remove_stale_temp_files(run_dir)
         _link_hydra_job(run_dir, key)
         yield Run(cfg, config, key, device, train_loader, test_loader, info, run_dir,
