@@ -360,7 +360,9 @@ def test_checkpoint_without_model_falls_back_and_resume_names_the_file(compose, 
 
 
 @pytest.mark.integration
-def test_sigint_is_one_line_and_exit_130(cifar10_root, tmp_path):
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_sigint_or_sigterm_is_one_line_saying_how_to_resume(cifar10_root, tmp_path, signum,
+                                                             code):
     # Far more epochs than it can finish: the signal always lands mid-run.
     args = [*plumbing(cifar10_root, tmp_path / "runs", epochs=100_000), "trainer.eval_every=0"]
     # A job started in the background by a non-interactive shell (CI) inherits SIGINT
@@ -373,15 +375,16 @@ def test_sigint_is_one_line_and_exit_130(cifar10_root, tmp_path):
     while not list((tmp_path / "runs").glob("*/last.pt")) and time.time() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it could be interrupted"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     try:
         _, err = proc.communicate(timeout=120)
     finally:  # never leave a 100 000-epoch run behind when the test fails
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130
+    assert proc.returncode == code, err
     assert "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith("interrupted")
+    last = err.strip().splitlines()[-1] if err.strip() else ""
+    assert last.startswith("interrupted") and "run the same command again to resume" in last
 
 
 @pytest.mark.integration

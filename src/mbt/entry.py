@@ -4,7 +4,8 @@
   line on stderr: exit 2 for what the user must change (config, data), 1 for I/O. Where
   Hydra's text does not say the fix, the line does (``+experiment=`` -> ``experiment=``;
   a launcher whose extra is not installed -> the ``pip install`` to run).
-* Ctrl-C is one line and exit 130 (the checkpoint of the last whole epoch stays).
+* Ctrl-C is one line and exit 130 (the checkpoint of the last whole epoch stays);
+  ``kill`` (SIGTERM) the same line and exit 143.
 * In a multirun, a cell that fails that way is reported and skipped; the sweep goes on
   and the process exits non-zero at the end, naming the failed cells. Under a submitit
   launcher (SLURM, submitit_local) each cell is its own job: the job logs its ``error:``
@@ -18,6 +19,7 @@ import functools
 import json
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable
 
@@ -42,6 +44,21 @@ _KNOWN_TYPES = tuple(t for _, types in _KNOWN for t in types)
 _FAILED: list[tuple[str, str, str]] = []
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler's stop) raised where the run is, like Ctrl-C: the
+    same cleanup runs and the same line is printed; the exit status stays 128 + 15."""
+
+    signum = signal.SIGTERM
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def _exit_status(err: KeyboardInterrupt) -> int:
+    return 128 + int(getattr(err, "signum", signal.SIGINT))
+
+
 def _multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
@@ -50,10 +67,11 @@ def run_and_print(job: Callable[[DictConfig], dict], cfg: DictConfig) -> None:
     """Run ``job(cfg)`` under the contract above; print its record as the last line."""
     try:
         record = job(cfg)
-    except KeyboardInterrupt:
-        print("interrupted: the last whole epoch is checkpointed; run the same command "
-              "again to resume", file=sys.stderr, flush=True)
-        sys.exit(130)
+    except KeyboardInterrupt as err:
+        print(f"interrupted{' (SIGTERM)' if isinstance(err, Terminated) else ''}: the last "
+              "whole epoch is checkpointed; run the same command again to resume",
+              file=sys.stderr, flush=True)
+        sys.exit(_exit_status(err))
     except _KNOWN_TYPES as err:
         code = next(c for c, types in _KNOWN if isinstance(err, types))
         print(f"error: {err}", file=sys.stderr, flush=True)
@@ -126,6 +144,7 @@ def one_line_errors(hydra_main: Callable[[], None]) -> Callable[[], None]:
     exit 1 if any cell failed (the others ran)."""
     @functools.wraps(hydra_main)
     def entry() -> None:
+        signal.signal(signal.SIGTERM, _terminate)
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             hydra_main()
         else:
@@ -146,9 +165,9 @@ def one_line_errors(hydra_main: Callable[[], None]) -> Callable[[], None]:
                     raise
                 print(f"error: {_SLURM_EXTRA}", file=sys.stderr, flush=True)
                 sys.exit(2)
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as err:
                 print("interrupted", file=sys.stderr, flush=True)
-                sys.exit(130)
+                sys.exit(_exit_status(err))
         if _FAILED:
             print(f"error: {len(_FAILED)} cell(s) of the sweep failed and were skipped: "
                   + "; ".join(f"#{n} [{o}]: {m}" for n, o, m in _FAILED),
