@@ -500,3 +500,53 @@ def test_a_run_lock_without_flock_is_one_line(compose, cifar10_root, tmp_path, m
     monkeypatch.setattr(run_module_.fcntl, "flock", no_locks)
     with pytest.raises(run_module_.RunIOError, match="no working flock"):
         train(compose(*plumbing(cifar10_root, tmp_path / "runs")))
+
+
+def _two_checkpoints(compose, cifar10_root, tmp_path) -> tuple[list[str], Path]:
+    over = plumbing(cifar10_root, tmp_path / "runs", epochs=3)
+    key = train(compose(*over, "trainer.stop_after=2"))["run_key"]
+    return over, tmp_path / "runs" / key
+
+
+def _edit_checkpoint(path: Path, edit) -> None:
+    state = torch.load(path, weights_only=True)
+    edit(state)
+    torch.save(state, path)
+
+
+def _other_model(state):  # the model changed between commits: same keys, other shapes
+    name = next(k for k, v in state["model"].items() if v.dim() > 1)
+    state["model"][name] = torch.zeros(3, 3)
+
+
+def _bad_rng(state):
+    state["rng"]["torch"] = torch.zeros(5, dtype=torch.uint8)
+
+
+@pytest.mark.parametrize("edit", [_other_model, _bad_rng])
+def test_a_checkpoint_of_another_model_falls_back_to_prev(compose, cifar10_root, tmp_path,
+                                                         capsys, edit):
+    over, run_dir = _two_checkpoints(compose, cifar10_root, tmp_path)
+    _edit_checkpoint(run_dir / "last.pt", edit)
+    capsys.readouterr()
+    record = train(compose(*over))
+    err = capsys.readouterr().err
+    assert "does not match this model" in err and "falling back to prev.pt" in err
+    assert f"resuming at epoch 2 from {run_dir / 'prev.pt'}" in err
+    assert record["epochs_completed"] == 3
+
+
+def test_no_checkpoint_matching_the_model_is_one_line_saying_how_to_start_fresh(
+        compose, cifar10_root, tmp_path, capsys):
+    over, run_dir = _two_checkpoints(compose, cifar10_root, tmp_path)
+    for name in ("last.pt", "prev.pt"):
+        _edit_checkpoint(run_dir / name, _other_model)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        run_and_print(train, compose(*over))
+    assert stop.value.code == 1
+    errors = [line for line in capsys.readouterr().err.splitlines()
+              if line.startswith("error: ")]
+    assert len(errors) == 1
+    assert "does not match this model" in errors[0] and str(run_dir) in errors[0]
+    assert "start fresh" in errors[0]

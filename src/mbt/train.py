@@ -103,15 +103,18 @@ def _build(run: Run):
 
 def _resume(run: Run, model, optimizer, controller, scheduler) -> dict:
     """Restore the newest readable checkpoint; the loop state to continue from."""
-    state, path = checkpoint.load_latest(run.run_dir, map_location=run.device, notice=notice)
+    def restore(state: dict) -> None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        controller.load_state_dict(state["controller"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        checkpoint.restore_rng(state["rng"])
+
+    state, path = checkpoint.load_latest(run.run_dir, map_location=run.device, notice=notice,
+                                         apply=restore)
     if state is None:
         return {"history": [], "epoch": 0, "wall_time": 0.0, "ref_loss": None}
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    controller.load_state_dict(state["controller"])
-    if scheduler is not None:
-        scheduler.load_state_dict(state["scheduler"])
-    checkpoint.restore_rng(state["rng"])
     if state["epoch"] >= run.cfg.trainer.epochs:
         trained_at = state["history"][-1].get("commit", "an unknown commit")
         notice(f"{run.key}: {path} holds a finished run; recording it without training "
