@@ -6,7 +6,7 @@ load the data, derive the run identity (config + data fingerprint, :mod:`mbt.led
 take the per-run lock, and look the key up in the ledger. :func:`provenance` is the part
 of a ledger record every entrypoint writes the same way.
 
-The per-run locks (``flock`` on ``<ledger dir>/.<ledger name>.runs/<run_key>.lock``, then
+The per-run locks (``flock`` on ``<ledger dir>/.<ledger name>.<run_key>.lock``, then
 on ``<paths.runs>/<run_key>/lock``) make two sweeps on one ledger safe, whatever their
 ``paths.runs``: the second process to reach a cell waits for the first, then finds its
 record in the ledger and skips the cell instead of training it again.
@@ -184,10 +184,10 @@ def _flock(path: Path, key: str) -> Iterator[None]:
 
 
 def ledger_lock_path(ledger_path: str | Path, key: str) -> Path:
-    """The lock of cell ``key`` on one ledger: beside the ledger file, so every process that
-    appends to it meets the same lock whatever its ``paths.runs``."""
+    """The lock of cell ``key`` on one ledger: a hidden file beside the ledger, so every
+    process that appends to it meets the same lock whatever its ``paths.runs``."""
     ledger_path = Path(ledger_path).resolve()
-    return ledger_path.parent / f".{ledger_path.name}.runs" / f"{key}.lock"
+    return ledger_path.parent / f".{ledger_path.name}.{key}.lock"
 
 
 @contextlib.contextmanager
