@@ -550,3 +550,68 @@ def test_no_checkpoint_matching_the_model_is_one_line_saying_how_to_start_fresh(
     assert len(errors) == 1
     assert "does not match this model" in errors[0] and str(run_dir) in errors[0]
     assert "start fresh" in errors[0]
+
+
+@pytest.mark.parametrize(("override", "env", "needle"), [
+    ("paths.ledger={tmp}/a_directory", {}, "is a directory"),
+    ("seed=-1", {}, "seed must be"),
+    ("logger=wandb", {"WANDB_MODE": "bogus"}, "WANDB_MODE"),
+])
+def test_more_nonsense_is_one_line_before_any_data_is_read(compose, tmp_path, capsys,
+                                                           monkeypatch, override, env, needle):
+    (tmp_path / "a_directory").mkdir()
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    cfg = compose(override.format(tmp=tmp_path), f"data.root={tmp_path}/nowhere",
+                  f"paths.runs={tmp_path}/runs")
+    with pytest.raises(SystemExit) as stop:
+        run_and_print(train, cfg)
+    assert stop.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and needle in errors[0] and "nowhere" not in errors[0]
+
+
+def test_last_pt_that_is_a_directory_is_one_line(compose, cifar10_root, tmp_path, capsys):
+    over = plumbing(cifar10_root, tmp_path / "runs", epochs=3)
+    key = train(compose(*over, "trainer.stop_after=1"))["run_key"]
+    last = tmp_path / "runs" / key / "last.pt"
+    last.unlink()
+    last.mkdir()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        run_and_print(train, compose(*over))
+    assert stop.value.code == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and f"{last} is a directory" in errors[0]
+    assert last.is_dir() and not (tmp_path / "runs" / key / "prev.pt").is_dir()
+
+
+def test_report_to_an_unwritable_out_is_one_line_before_reading(tmp_path, capsys):
+    path = tmp_path / "ledger.jsonl"
+    ledger.append(path, _search(200, 0.01, 0.012))
+    (tmp_path / "a_file").write_text("")
+    out = tmp_path / "a_file" / "results"
+    assert report_main(["table1", "--ledger", str(path), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: cannot write --out") and str(out) in err[0]
+
+
+@pytest.mark.integration
+def test_an_unwritable_hydra_output_directory_is_one_line(tmp_path):
+    (tmp_path / "a_file").write_text("")  # read-only or full disks fail the same way
+    proc = run_module("mbt.train", f"hydra.run.dir={tmp_path}/a_file/out",
+                      f"data.root={tmp_path}/nowhere", f"paths.runs={tmp_path}/runs",
+                      "logger=none", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 1
+    line = one_error_line(proc)
+    assert "hydra.run.dir" in line and "a_file/out" in line
+
+
+@pytest.mark.integration
+def test_an_unwritable_toy_out_is_one_line_before_running(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    proc = run_module("mbt.toy", "function=quartic", "method=backtracking", "max_iters=3",
+                      f"out={tmp_path}/a_file/x", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 1
+    line = one_error_line(proc)
+    assert "out=" in line and "a_file/x" in line and "iterations" not in proc.stderr

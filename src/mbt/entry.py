@@ -21,6 +21,7 @@ import os
 import re
 import signal
 import sys
+import traceback
 from collections.abc import Callable
 
 from hydra.core.hydra_config import HydraConfig
@@ -137,6 +138,15 @@ def _missing_launcher(err: BaseException) -> bool:
     return "Unknown plugin class" in str(err) and _SUBMITIT[0] in str(err)
 
 
+def _hydra_io(err: OSError) -> bool:
+    """The error is Hydra's own I/O (its output directory, the saved config, the job log):
+    raised in Hydra's code, not in the job's (a job's known errors never get here)."""
+    frames = traceback.extract_tb(err.__traceback__)
+    inside = [i for i, f in enumerate(frames) if f"{os.sep}hydra{os.sep}" in f.filename]
+    ours = [i for i, f in enumerate(frames) if f"{os.sep}mbt{os.sep}" in f.filename]
+    return bool(inside) and inside[-1] > max(ours, default=-1)
+
+
 def one_line_errors(hydra_main: Callable[[], None]) -> Callable[[], None]:
     """Wrap a ``@hydra.main`` function: Hydra prints a bad override (``model=resnet19``)
     over several lines and exits 1; we print one ``error:`` line and exit 2.
@@ -159,6 +169,14 @@ def one_line_errors(hydra_main: Callable[[], None]) -> Callable[[], None]:
                       "overrides above; the batch's other jobs ran, their records are in the "
                       "ledger; each job's log is under the sweep dir's .submitit/)",
                       file=sys.stderr, flush=True)
+                sys.exit(1)
+            except OSError as err:
+                if not _hydra_io(err):
+                    raise
+                where = f": {err.filename}" if err.filename else ""
+                print(f"error: cannot write Hydra's output directory ({err.strerror or err}"
+                      f"{where}); free space, or set hydra.run.dir (hydra.sweep.dir with -m) "
+                      f"elsewhere", file=sys.stderr, flush=True)
                 sys.exit(1)
             except (ImportError, RuntimeError) as err:
                 if not _missing_launcher(err):

@@ -238,6 +238,9 @@ def open_run(cfg: DictConfig, *, kind: str = "train") -> Iterator[Run]:
     run key (config + data fingerprint) -> per-run lock -> ledger lookup (after the lock,
     so a cell another process just finished is seen)."""
     validate(cfg)  # first: a bad value is reported before any I/O
+    if Path(cfg.paths.ledger).is_dir():  # else found only at the first read, after the data
+        raise ConfigError(f"paths.ledger={cfg.paths.ledger} is a directory; a ledger is a "
+                          f"file (e.g. paths.ledger={Path(cfg.paths.ledger) / 'ledger.jsonl'})")
     probe_writable(Path(cfg.paths.ledger).parent, "paths.ledger")
     probe_writable(cfg.paths.runs, "paths.runs")
     try:

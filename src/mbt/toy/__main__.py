@@ -20,6 +20,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from mbt.config_paths import CONF_DIR
 from mbt.entry import one_line_errors
+from mbt.writable import why_unwritable
 
 from .functions import FUNCTIONS
 from .run import HISTORY_COLUMNS, METHODS, run_toy
@@ -62,6 +63,10 @@ def main(cfg: DictConfig) -> None:
     if not all(math.isfinite(v) for v in cfg.start):
         print(f"error: start must be finite, got {list(cfg.start)}", file=sys.stderr)
         sys.exit(2)
+    unwritable = cfg.out is not None and why_unwritable(cfg.out)
+    if unwritable:  # before the run: a 10^6-iteration run must not be lost at the end
+        print(f"error: cannot write out={cfg.out} ({unwritable})", file=sys.stderr)
+        sys.exit(1)
     try:
         result = run_toy(
             function, method, list(cfg.start), alpha=cfg.alpha, beta=cfg.beta, lr0=cfg.lr0,
