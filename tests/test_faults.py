@@ -395,6 +395,9 @@ def test_sigint_or_sigterm_is_one_line_saying_how_to_resume(cifar10_root, tmp_pa
     ("start=[a,1]", "could not be converted"),
     ("start=[nan,1]", "start must be finite"),
     ("start=[1,-inf]", "start must be finite"),
+    ("+max_iter=10", "unknown config key(s) max_iter"),  # a typo of max_iters
+    ("lr0=nan", "lr0 must be finite"),
+    ("grad_tol=inf", "grad_tol must be finite"),
 ])
 def test_toy_cli_nonsense_is_one_line(tmp_path, override, needle):
     args = [override] if override.startswith(("function", "method")) else \
