@@ -490,6 +490,7 @@ def test_two_runs_directories_on_one_ledger_train_a_cell_once(compose, cifar10_r
     results["second"] = train(second)
     worker.join(60)
     assert results["second"]["run_key"] == results["first"]["run_key"]
+    assert results["first"]["exploded"] is False
     assert len(_lines(tmp_path / "ledger.jsonl")) == 1
     assert "not training again" in capsys.readouterr().err
 
@@ -618,3 +619,23 @@ def test_an_unwritable_toy_out_is_one_line_before_running(tmp_path):
     assert proc.returncode == 1
     line = one_error_line(proc)
     assert "out=" in line and "a_file/x" in line and "iterations" not in proc.stderr
+
+
+def test_a_finite_explosion_is_flagged_and_div_cells_say_what_they_show(tmp_path):
+    from test_report import train_record
+
+    path, out = tmp_path / "ledger.jsonl", tmp_path / "results"
+    calm = train_record("table2", "sgd", 0.1, accs=(80.0, 92.0, 91.0))
+    boom = train_record("table2", "adam", 0.1, accs=(30.0, 45.0, 10.0))
+    boom["history"]["train_loss"] = [2.3, 5e3, 1e14]  # finite: the rule never fired
+    div = train_record("table2", "mmt", 100.0, accs=(45.0, 10.3), status="diverged")
+    for r in (calm, boom, div):
+        ledger.append(path, r)
+    assert not ledger.exploded(calm) and ledger.exploded(boom)
+    assert report_main(["table2", "--ledger", str(path), "--out", str(out)]) == 0
+    md = (out / "table2.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| Adam | 1e-1"))
+    assert "| 45.00 (exploded) |" in row  # the number the rule gives, flagged
+    assert "45.00 (div)" in md  # a diverged run shows its best finite epoch ...
+    assert "counts as chance accuracy" not in md  # ... and the note no longer says chance
+    assert "best accuracy of its finite epochs" in md and "`(exploded)`" in md

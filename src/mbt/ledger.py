@@ -38,8 +38,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FINAL_STATUSES", "KEY_NEUTRAL", "KEY_SCHEMA", "PROTOCOLS", "LedgerError", "append",
-           "find", "identity", "read", "run_key", "scrub_secrets", "strict"]
+__all__ = ["EXPLODED_FACTOR", "FINAL_STATUSES", "KEY_NEUTRAL", "KEY_SCHEMA", "PROTOCOLS",
+           "LedgerError", "append", "exploded", "find", "identity", "read", "run_key",
+           "scrub_secrets", "strict"]
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,26 @@ def strict(node: Any) -> Any:
     if isinstance(node, list | tuple):
         return [strict(v) for v in node]
     return node
+
+
+# A finished run whose last epoch's train loss is this many times its starting loss blew up
+# without leaving the floats (1e14): the divergence rule (a non-finite loss) never fired,
+# so its status stays finished and its numbers stay what the rule gives, but it is flagged.
+EXPLODED_FACTOR = 100.0
+
+
+def exploded(record: dict) -> bool:
+    """Whether ``record``'s loss exploded but stayed finite: the last finite epoch train
+    loss above :data:`EXPLODED_FACTOR` x the starting loss, the lower of the first epoch's
+    and chance's (ln classes, an initialised net's loss: a run that explodes within its
+    first epoch counts too). Read from the history, so records older than the
+    ``exploded`` field are judged the same way."""
+    losses = [v for v in ((record.get("history") or {}).get("train_loss") or [])
+              if isinstance(v, numbers.Real) and math.isfinite(v)]
+    if not losses:
+        return False
+    classes = (record.get("data") or {}).get("num_classes") or 10
+    return losses[-1] > EXPLODED_FACTOR * min(losses[0], math.log(classes))
 
 
 def _lock(path: Path):

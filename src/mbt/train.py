@@ -74,7 +74,7 @@ def _record(run: Run, status, history, *, wall, tracker, early_stopped):
     # A resumed run may span commits (and a finished checkpoint may only be re-recorded):
     # each epoch row carries the commit that trained it.
     trained_at = list(dict.fromkeys(row.get("commit", "unknown") for row in history))
-    return {
+    record = {
         **provenance(run, "train", status),
         "epochs": run.config["trainer"]["epochs"],
         "epochs_completed": len(history),
@@ -87,6 +87,8 @@ def _record(run: Run, status, history, *, wall, tracker, early_stopped):
         "trained_at_commits": trained_at,
         "wandb": tracker.info,
     }
+    record["exploded"] = ledger.exploded(record)  # finished, but its loss blew up (1e14)
+    return record
 
 
 def _build(run: Run):
@@ -230,6 +232,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         record = _record(run, status, history,
                          wall=state["wall_time"] + time.perf_counter() - t_start,
                          tracker=tracker, early_stopped=early_stopped)
+        if record["exploded"] and status == "finished":
+            notice(f"{run.key}: the train loss exploded ({record['history']['train_loss'][-1]:.4g}"
+                   f") but stayed finite: recorded finished, flagged exploded")
         ledger.append(cfg.paths.ledger, record)
         tracker.finish({"best_test_acc": record["best_test_acc"], "status": status})
         if not t.keep_checkpoint:
