@@ -639,3 +639,16 @@ def test_a_finite_explosion_is_flagged_and_div_cells_say_what_they_show(tmp_path
     assert "45.00 (div)" in md  # a diverged run shows its best finite epoch ...
     assert "counts as chance accuracy" not in md  # ... and the note no longer says chance
     assert "best accuracy of its finite epochs" in md and "`(exploded)`" in md
+
+
+@pytest.mark.integration
+def test_a_sweep_cell_that_does_not_compose_is_named_before_any_cell_runs(tmp_path):
+    # optim.builder.beta exists for mbt_gd, not for sgd: cell #1 cannot be composed.
+    proc = run_module("mbt.train", "--multirun", "optim=mbt_gd,sgd", "optim.builder.beta=0.5",
+                      f"data.root={tmp_path}/nowhere", f"paths.runs={tmp_path}/runs",
+                      "logger=none", f"hydra.sweep.dir={tmp_path}/multirun", cwd=tmp_path,
+                      timeout=120)
+    assert proc.returncode == 2
+    line = one_error_line(proc)  # one line: cell #0 did not run (its data error would show)
+    assert "cell [optim=sgd optim.builder.beta=0.5 " in line and "not in struct" in line
+    assert "not found" not in proc.stderr

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -22,7 +23,7 @@ import re
 import signal
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
@@ -147,6 +148,37 @@ def _hydra_io(err: OSError) -> bool:
     return bool(inside) and inside[-1] > max(ours, default=-1)
 
 
+class _CellError(Exception):
+    """A cell of a sweep whose config cannot be composed: its overrides and the error."""
+
+    def __init__(self, overrides: Sequence[str], error: Exception):
+        super().__init__(overrides, error)
+        self.overrides, self.error = " ".join(overrides), error
+
+
+@contextlib.contextmanager
+def _cells_named() -> Iterator[None]:
+    """Hydra's sweeper composes every cell of a batch before launching it (a cell that
+    cannot be composed stops the sweep before any cell runs), but its error does not say
+    which cell: ``optim=mbt_gd,sgd optim.builder.beta=0.5`` fails for sgd alone."""
+    from hydra.plugins.sweeper import Sweeper
+
+    validate = Sweeper.validate_batch_is_legal
+
+    def naming_the_cell(self, batch: Sequence[Sequence[str]]) -> None:
+        for overrides in batch:
+            try:
+                validate(self, [overrides])
+            except (HydraException, OmegaConfBaseException) as err:
+                raise _CellError(overrides, err) from err
+
+    Sweeper.validate_batch_is_legal = naming_the_cell
+    try:
+        yield
+    finally:
+        Sweeper.validate_batch_is_legal = validate
+
+
 def one_line_errors(hydra_main: Callable[[], None]) -> Callable[[], None]:
     """Wrap a ``@hydra.main`` function: Hydra prints a bad override (``model=resnet19``)
     over several lines and exits 1; we print one ``error:`` line and exit 2.
@@ -160,7 +192,13 @@ def one_line_errors(hydra_main: Callable[[], None]) -> Callable[[], None]:
         else:
             os.environ["HYDRA_FULL_ERROR"] = "1"  # so composition errors reach us unprinted
             try:
-                hydra_main()
+                with _cells_named():
+                    hydra_main()
+            except _CellError as err:
+                print(f"error: the sweep's cell [{err.overrides}] cannot be composed: "
+                      f"{_condense(err.error)}{_hint(err.error)}; no cell was run (fix or drop "
+                      f"that value)", file=sys.stderr, flush=True)
+                sys.exit(2)
             except (HydraException, OmegaConfBaseException) as err:
                 print(f"error: {_condense(err)}{_hint(err)}", file=sys.stderr, flush=True)
                 sys.exit(2)
