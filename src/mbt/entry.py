@@ -34,7 +34,7 @@ from omegaconf.errors import OmegaConfBaseException
 from mbt.checkpoint import CheckpointError
 from mbt.config import ConfigError
 from mbt.data import DataError
-from mbt.ledger import LedgerError
+from mbt.ledger import LedgerError, strict
 from mbt.run import RunIOError
 
 __all__ = ["one_line_errors", "run_and_print"]
@@ -89,7 +89,7 @@ def run_and_print(job: Callable[[DictConfig], dict], cfg: DictConfig) -> None:
         _FAILED.append((str(job_cfg.num), " ".join(job_cfg.override_dirname.split(",")),
                         str(err)))
         return
-    print(json.dumps(record, allow_nan=True, default=str), flush=True)
+    print(json.dumps(strict(record), default=str), flush=True)  # strict JSON, as the ledger
 
 
 _DETAIL = ("full_key:", "reference_type=", "object_type=", "Set the environment")
