@@ -42,7 +42,7 @@ CLASSES = (
     ("nonsense and unwritable places refused before any data is read",
      ("nonsense_is_one_line_before", "read_only_runs", "hydra_output")),
     ("toy CLI: nonsense, unknown keys, unwritable out=", ("toy_",)),
-    ("sweeps: a bad cell is named, the others run", ("invalid_cell", "does_not_compose")),
+    ("sweeps: a bad cell is named, never a silent abort", ("invalid_cell", "does_not_compose")),
     ("outside the run: W&B offline, a CIFAR pickle with a payload", ("wandb", "pickle")),
 )
 

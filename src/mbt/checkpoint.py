@@ -88,8 +88,9 @@ def load_latest(directory: Path, map_location="cpu", notice=print,
         if not path.exists():
             continue
         if not path.is_file():  # save() would rotate it into prev.pt: stop before that
-            raise CheckpointError(f"{path} is a directory, not a checkpoint; move it away "
-                                  f"and run the same command again")
+            what = "a directory" if path.is_dir() else "not a regular file"
+            raise CheckpointError(f"{path} is {what}, not a checkpoint; move it away and run "
+                                  f"the same command again")
         fallback = (directory / PREV).exists() and name == LAST
         then = "falling back to " + PREV if fallback else "starting over"
         try:

@@ -7,7 +7,9 @@ an ``O_APPEND`` descriptor, checks the byte count and fsyncs; on any failure (a 
 disk) it truncates the file back to its size before the write and raises
 :class:`LedgerError`. Concurrent runs (a sweep, SLURM jobs on a file system with working
 locks) therefore never interleave or tear lines, and a line torn by an earlier crash
-never swallows the next record (the append starts on a fresh line).
+never swallows the next record (the append starts on a fresh line). Lines are strict JSON
+(a NaN or inf is written ``null``; older lines holding ``NaN`` still read as they did), and
+a line that cannot be read (torn, not UTF-8, not a record) costs that line only.
 
 Run identity (key schema 2, :data:`KEY_SCHEMA`): a readable prefix plus a hash of
 
