@@ -652,3 +652,21 @@ def test_a_sweep_cell_that_does_not_compose_is_named_before_any_cell_runs(tmp_pa
     line = one_error_line(proc)  # one line: cell #0 did not run (its data error would show)
     assert "cell [optim=sgd optim.builder.beta=0.5 " in line and "not in struct" in line
     assert "not found" not in proc.stderr
+
+
+def test_a_runs_directory_without_flock_beside_a_locking_ledger_still_trains(
+        compose, cifar10_root, tmp_path, monkeypatch, capsys):
+    from mbt import run as run_module_
+
+    real = run_module_.fcntl.flock
+
+    def no_locks_under_runs(fh, op):  # Lustre noflock for paths.runs, the ledger elsewhere
+        if str(tmp_path / "runs") in fh.name:
+            raise OSError(errno.ENOLCK, "No locks available")
+        return real(fh, op)
+
+    monkeypatch.setattr(run_module_.fcntl, "flock", no_locks_under_runs)
+    record = train(compose(*plumbing(cifar10_root, tmp_path / "runs"),
+                           f"paths.ledger={tmp_path / 'ledger' / 'ledger.jsonl'}"))
+    assert record["status"] == "finished"
+    assert "the ledger's lock alone keeps this cell to one process" in capsys.readouterr().err

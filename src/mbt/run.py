@@ -160,27 +160,39 @@ class Run:
     done: dict | None       # the ledger's record of this key, if it already ran
 
 
+def _take(fh, path: Path, key: str, required: bool) -> bool:
+    """Lock ``fh`` exclusively, waiting for another holder; False where the file system
+    has no working flock and the lock is not ``required``."""
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        notice(f"{key}: another process is running this cell ({path}); waiting for it")
+        fcntl.flock(fh, fcntl.LOCK_EX)
+    except OSError as err:  # ENOLCK / ENOSYS: Lustre mounted noflock, NFS without lockd
+        if required:
+            raise RunIOError(f"cannot lock {path} ({err.strerror or err}): this file system "
+                             f"has no working flock; put paths.ledger on one that has "
+                             f"(docs/cluster.md)") from err
+        notice(f"{key}: no working flock for {path} ({err.strerror or err}); the ledger's "
+               f"lock alone keeps this cell to one process")
+        return False
+    return True
+
+
 @contextlib.contextmanager
-def _flock(path: Path, key: str) -> Iterator[None]:
+def _flock(path: Path, key: str, *, required: bool = True) -> Iterator[None]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fh = open(path, "a")
     except OSError as err:
         raise RunIOError(f"cannot create the run lock {path} ({err.strerror or err})") from err
     with fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            notice(f"{key}: another process is running this cell ({path}); waiting for it")
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        except OSError as err:  # ENOLCK / ENOSYS: Lustre mounted noflock, NFS without lockd
-            raise RunIOError(f"cannot lock {path} ({err.strerror or err}): this file system "
-                             f"has no working flock; put paths.ledger and paths.runs on one "
-                             f"that has (docs/cluster.md)") from err
+        locked = _take(fh, path, key, required)
         try:
             yield
         finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            if locked:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def ledger_lock_path(ledger_path: str | Path, key: str) -> Path:
@@ -194,7 +206,10 @@ def ledger_lock_path(ledger_path: str | Path, key: str) -> Path:
 def _run_lock(run_dir: Path, ledger_path: str | Path, key: str) -> Iterator[None]:
     # Always the ledger's lock first, then the run directory's (which guards its
     # checkpoints when two ledgers share one paths.runs): one order, no deadlock.
-    with _flock(ledger_lock_path(ledger_path, key), key), _flock(run_dir / LOCK, key):
+    # (A runs directory on Lustre mounted noflock beside a ledger elsewhere, as
+    # docs/cluster.md advises, has no working flock: its lock is then skipped.)
+    with _flock(ledger_lock_path(ledger_path, key), key), \
+            _flock(run_dir / LOCK, key, required=False):
         yield
 
 
