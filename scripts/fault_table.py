@@ -35,7 +35,7 @@ CLASSES = (
     ("one cell, one record: locks, data identity", ("second_process", "two_runs",
                                                      "without_flock", "partial_copy")),
     ("reports never destroy, double-count or mislabel", ("report_", "lower_protocol",
-                                                         "finite_explosion")),
+                                                         "finite_explosion", "loss_explodes")),
     ("checkpoints: failed saves, bad files, another model",
      ("checkpoint", "stale_temp", "last_pt")),
     ("signals: Ctrl-C, SIGTERM", ("sigint",)),

@@ -670,3 +670,24 @@ def test_a_runs_directory_without_flock_beside_a_locking_ledger_still_trains(
                            f"paths.ledger={tmp_path / 'ledger' / 'ledger.jsonl'}"))
     assert record["status"] == "finished"
     assert "the ledger's lock alone keeps this cell to one process" in capsys.readouterr().err
+
+
+def test_training_flags_a_run_whose_loss_explodes_but_stays_finite(compose, cifar10_root,
+                                                                  tmp_path, monkeypatch, capsys):
+    import dataclasses
+
+    from mbt import train as train_module
+
+    epoch = train_module.train_epoch
+    seen = []
+
+    def explodes_in_epoch_2(*args, **kwargs):
+        stats = epoch(*args, **kwargs)
+        seen.append(stats.loss)
+        return dataclasses.replace(stats, loss=1e14) if len(seen) == 2 else stats
+
+    monkeypatch.setattr(train_module, "train_epoch", explodes_in_epoch_2)
+    record = train(compose(*plumbing(cifar10_root, tmp_path / "runs", epochs=2)))
+    assert record["status"] == "finished" and record["exploded"] is True
+    assert "exploded" in capsys.readouterr().err
+    assert _strict(_lines(tmp_path / "runs" / "ledger.jsonl")[0])["exploded"] is True

@@ -87,7 +87,8 @@ def _record(run: Run, status, history, *, wall, tracker, early_stopped):
         "trained_at_commits": trained_at,
         "wandb": tracker.info,
     }
-    record["exploded"] = ledger.exploded(record)  # finished, but its loss blew up (1e14)
+    # finished, but its loss blew up and stayed finite (1e14); a diverged run is marked already
+    record["exploded"] = status == "finished" and ledger.exploded(record)
     return record
 
 
@@ -232,9 +233,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         record = _record(run, status, history,
                          wall=state["wall_time"] + time.perf_counter() - t_start,
                          tracker=tracker, early_stopped=early_stopped)
-        if record["exploded"] and status == "finished":
-            notice(f"{run.key}: the train loss exploded ({record['history']['train_loss'][-1]:.4g}"
-                   f") but stayed finite: recorded finished, flagged exploded")
+        if record["exploded"]:
+            notice(f"{run.key}: the train loss exploded (last epoch "
+                   f"{history[-1]['train_loss']:.4g}) but stayed finite: recorded finished, "
+                   f"flagged exploded")
         ledger.append(cfg.paths.ledger, record)
         tracker.finish({"best_test_acc": record["best_test_acc"], "status": status})
         if not t.keep_checkpoint:

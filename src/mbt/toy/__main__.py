@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from hydra.core.config_store import ConfigStore
@@ -57,7 +58,7 @@ def write_history(path: Path, rows) -> Path:
     return path
 
 
-def _refuse(message: str, code: int = 2) -> None:
+def _refuse(message: str, code: int = 2) -> NoReturn:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(code)
 
