@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         junit = Path(tempfile.mkdtemp(prefix="mbt-faults-")) / "faults.xml"
         subprocess.run([sys.executable, "-m", "pytest", *TESTS, "-q", "-p", "no:cacheprovider",
                         "-m", "integration or not integration", f"--junitxml={junit}"],
-                       cwd=ROOT, env=os.environ, check=False)
+                       cwd=ROOT, env=os.environ, check=False, stdout=sys.stderr)
     cases = _outcomes(junit)
     print("\n".join(table(cases)))
     return 1 if any(outcome == "failed" for _, outcome in cases) else 0
