@@ -1,4 +1,4 @@
-"""Faults a user hits, reproduced as they would hit them (issue 12; docs/reliability.md).
+"""Faults a user hits, reproduced as they would hit them (issues 12 and 26; docs/reliability.md).
 
 Each test names the fault and what the project promises for it. Runs use ``model=tiny``
 on a small CIFAR-layout set, so the machinery (ledger, checkpoints, locks, reports) is what
