@@ -1,4 +1,4 @@
-"""Faults a user hits, reproduced as they would hit them (issue 12; docs/reliability.md).
+"""Faults a user hits, reproduced as they would hit them (issues 12 and 26; docs/reliability.md).
 
 Each test names the fault and what the project promises for it. Runs use ``model=tiny``
 on a small CIFAR-layout set, so the machinery (ledger, checkpoints, locks, reports) is what
@@ -360,7 +360,9 @@ def test_checkpoint_without_model_falls_back_and_resume_names_the_file(compose, 
 
 
 @pytest.mark.integration
-def test_sigint_is_one_line_and_exit_130(cifar10_root, tmp_path):
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_sigint_or_sigterm_is_one_line_saying_how_to_resume(cifar10_root, tmp_path, signum,
+                                                             code):
     # Far more epochs than it can finish: the signal always lands mid-run.
     args = [*plumbing(cifar10_root, tmp_path / "runs", epochs=100_000), "trainer.eval_every=0"]
     # A job started in the background by a non-interactive shell (CI) inherits SIGINT
@@ -373,15 +375,16 @@ def test_sigint_is_one_line_and_exit_130(cifar10_root, tmp_path):
     while not list((tmp_path / "runs").glob("*/last.pt")) and time.time() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it could be interrupted"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     try:
         _, err = proc.communicate(timeout=120)
     finally:  # never leave a 100 000-epoch run behind when the test fails
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130
+    assert proc.returncode == code, err
     assert "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith("interrupted")
+    last = err.strip().splitlines()[-1] if err.strip() else ""
+    assert last.startswith("interrupted") and "run the same command again to resume" in last
 
 
 @pytest.mark.integration
@@ -392,6 +395,9 @@ def test_sigint_is_one_line_and_exit_130(cifar10_root, tmp_path):
     ("start=[a,1]", "could not be converted"),
     ("start=[nan,1]", "start must be finite"),
     ("start=[1,-inf]", "start must be finite"),
+    ("+max_iter=10", "unknown config key(s) max_iter"),  # a typo of max_iters
+    ("lr0=nan", "lr0 must be finite"),
+    ("grad_tol=inf", "grad_tol must be finite"),
 ])
 def test_toy_cli_nonsense_is_one_line(tmp_path, override, needle):
     args = [override] if override.startswith(("function", "method")) else \
@@ -399,3 +405,289 @@ def test_toy_cli_nonsense_is_one_line(tmp_path, override, needle):
     proc = run_module("mbt.toy", *args, "max_iters=3", cwd=tmp_path, timeout=120)
     assert proc.returncode == 2
     assert needle in one_error_line(proc)
+
+
+# --- issue 26: faults of the second audit ------------------------------------------------------
+
+def _strict(line: str) -> dict:
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_a_diverged_record_is_strict_json_and_old_nan_lines_read_as_before(tmp_path):
+    path = tmp_path / "ledger.jsonl"
+    nan, inf = float("nan"), float("inf")
+    old = {"run_key": "old", "status": "diverged", "best_test_acc": nan,
+           "history": {"train_loss": [2.3, nan]}}
+    with path.open("w") as fh:  # as records were written before: NaN, not JSON
+        fh.write(json.dumps(old, allow_nan=True) + "\n")
+    ledger.append(path, {"run_key": "new", "status": "diverged", "best_test_acc": nan,
+                         "history": {"train_loss": [2.3, inf, -inf], "test_acc": [10.0, nan]}})
+    new = _strict(_lines(path)[1])
+    assert new["best_test_acc"] is None
+    assert new["history"] == {"train_loss": [2.3, None, None], "test_acc": [10.0, None]}
+    first, second = ledger.read(path)
+    assert first["best_test_acc"] != first["best_test_acc"]  # still NaN, as it was read
+    assert second["run_key"] == "new"
+
+
+def test_a_non_utf8_line_is_skipped_by_report_train_and_migrate(tmp_path, caplog):
+    from mbt.ledger_migrate import migrate
+
+    path, out = tmp_path / "ledger.jsonl", tmp_path / "results"
+    ledger.append(path, _search(200, 0.01, 0.012))
+    with path.open("ab") as fh:
+        fh.write(b'{"run_key": "caf\xe9", "status": "finished"}\n')
+    ledger.append(path, _search(12, 0.01, 0.01, key="after"))
+    assert report_main(["table1", "--ledger", str(path), "--out", str(out)]) == 0
+    assert f"{path} line 2: not UTF-8" in caplog.text
+    assert ledger.find(path, "after")["run_key"] == "after"  # what training looks up
+    assert migrate(path, notice=lambda m: None)["current"] == 2
+
+
+@pytest.mark.parametrize(("edit", "why"), [
+    (lambda r: r.pop("optim"), "no optim"),
+    (lambda r: r.update(lr=None), "no lr"),
+    (lambda r: r.update(batch_size=None), "no batch_size"),
+    (lambda r: r.update(model=None), "no model"),
+])
+def test_a_hand_edited_record_is_refused_in_one_warning(tmp_path, caplog, edit, why):
+    path, out = tmp_path / "ledger.jsonl", tmp_path / "results"
+    good = _search(200, 0.01, 0.012)
+    bad = _search(12, 0.01, 0.01, key="edited")
+    edit(bad)
+    for r in (good, bad):
+        ledger.append(path, r)
+    assert report_main(["table1", "--ledger", str(path), "--out", str(out)]) == 0
+    warned = [m for m in caplog.messages if "line 2" in m]
+    assert len(warned) == 1 and why in warned[0] and "edited" in warned[0]
+    assert "200" in (out / "table1.md").read_text()
+
+
+def test_two_runs_directories_on_one_ledger_train_a_cell_once(compose, cifar10_root, tmp_path,
+                                                             monkeypatch, capsys):
+    import threading
+
+    from mbt import train as train_module
+
+    shared = f"paths.ledger={tmp_path / 'ledger.jsonl'}"
+    first = compose(*plumbing(cifar10_root, tmp_path / "runs-a"), shared)
+    second = compose(*plumbing(cifar10_root, tmp_path / "runs-b"), shared)
+    inside, build = threading.Event(), train_module._build
+
+    def slow_first_build(run):  # the first process is mid-run when the second starts
+        if threading.current_thread() is not threading.main_thread():
+            inside.set()
+            time.sleep(1.0)
+        return build(run)
+
+    monkeypatch.setattr(train_module, "_build", slow_first_build)
+    results = {}
+    worker = threading.Thread(target=lambda: results.update(first=train(first)))
+    worker.start()
+    assert inside.wait(60)
+    results["second"] = train(second)
+    worker.join(60)
+    assert results["second"]["run_key"] == results["first"]["run_key"]
+    assert results["first"]["exploded"] is False
+    assert len(_lines(tmp_path / "ledger.jsonl")) == 1
+    assert "not training again" in capsys.readouterr().err
+
+
+def test_a_run_lock_without_flock_is_one_line(compose, cifar10_root, tmp_path, monkeypatch):
+    from mbt import run as run_module_
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(run_module_.fcntl, "flock", no_locks)
+    with pytest.raises(run_module_.RunIOError, match="no working flock"):
+        train(compose(*plumbing(cifar10_root, tmp_path / "runs")))
+
+
+def _two_checkpoints(compose, cifar10_root, tmp_path) -> tuple[list[str], Path]:
+    over = plumbing(cifar10_root, tmp_path / "runs", epochs=3)
+    key = train(compose(*over, "trainer.stop_after=2"))["run_key"]
+    return over, tmp_path / "runs" / key
+
+
+def _edit_checkpoint(path: Path, edit) -> None:
+    state = torch.load(path, weights_only=True)
+    edit(state)
+    torch.save(state, path)
+
+
+def _other_model(state):  # the model changed between commits: same keys, other shapes
+    name = next(k for k, v in state["model"].items() if v.dim() > 1)
+    state["model"][name] = torch.zeros(3, 3)
+
+
+def _bad_rng(state):
+    state["rng"]["torch"] = torch.zeros(5, dtype=torch.uint8)
+
+
+@pytest.mark.parametrize("edit", [_other_model, _bad_rng])
+def test_a_checkpoint_of_another_model_falls_back_to_prev(compose, cifar10_root, tmp_path,
+                                                         capsys, edit):
+    over, run_dir = _two_checkpoints(compose, cifar10_root, tmp_path)
+    _edit_checkpoint(run_dir / "last.pt", edit)
+    capsys.readouterr()
+    record = train(compose(*over))
+    err = capsys.readouterr().err
+    assert "does not match this model" in err and "falling back to prev.pt" in err
+    assert f"resuming at epoch 2 from {run_dir / 'prev.pt'}" in err
+    assert record["epochs_completed"] == 3
+
+
+def test_no_checkpoint_matching_the_model_is_one_line_saying_how_to_start_fresh(
+        compose, cifar10_root, tmp_path, capsys):
+    over, run_dir = _two_checkpoints(compose, cifar10_root, tmp_path)
+    for name in ("last.pt", "prev.pt"):
+        _edit_checkpoint(run_dir / name, _other_model)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        run_and_print(train, compose(*over))
+    assert stop.value.code == 1
+    errors = [line for line in capsys.readouterr().err.splitlines()
+              if line.startswith("error: ")]
+    assert len(errors) == 1
+    assert "does not match this model" in errors[0] and str(run_dir) in errors[0]
+    assert "start fresh" in errors[0]
+
+
+@pytest.mark.parametrize(("override", "env", "needle"), [
+    ("paths.ledger={tmp}/a_directory", {}, "is a directory"),
+    ("seed=-1", {}, "seed must be"),
+    ("logger=wandb", {"WANDB_MODE": "bogus"}, "WANDB_MODE"),
+])
+def test_more_nonsense_is_one_line_before_any_data_is_read(compose, tmp_path, capsys,
+                                                           monkeypatch, override, env, needle):
+    (tmp_path / "a_directory").mkdir()
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    cfg = compose(override.format(tmp=tmp_path), f"data.root={tmp_path}/nowhere",
+                  f"paths.runs={tmp_path}/runs")
+    with pytest.raises(SystemExit) as stop:
+        run_and_print(train, cfg)
+    assert stop.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and needle in errors[0] and "nowhere" not in errors[0]
+
+
+def test_last_pt_that_is_a_directory_is_one_line(compose, cifar10_root, tmp_path, capsys):
+    over = plumbing(cifar10_root, tmp_path / "runs", epochs=3)
+    key = train(compose(*over, "trainer.stop_after=1"))["run_key"]
+    last = tmp_path / "runs" / key / "last.pt"
+    last.unlink()
+    last.mkdir()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        run_and_print(train, compose(*over))
+    assert stop.value.code == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and f"{last} is a directory" in errors[0]
+    assert last.is_dir() and not (tmp_path / "runs" / key / "prev.pt").is_dir()
+
+
+def test_report_to_an_unwritable_out_is_one_line_before_reading(tmp_path, capsys):
+    path = tmp_path / "ledger.jsonl"
+    ledger.append(path, _search(200, 0.01, 0.012))
+    (tmp_path / "a_file").write_text("")
+    out = tmp_path / "a_file" / "results"
+    assert report_main(["table1", "--ledger", str(path), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: cannot write --out") and str(out) in err[0]
+
+
+@pytest.mark.integration
+def test_an_unwritable_hydra_output_directory_is_one_line(tmp_path):
+    (tmp_path / "a_file").write_text("")  # read-only or full disks fail the same way
+    proc = run_module("mbt.train", f"hydra.run.dir={tmp_path}/a_file/out",
+                      f"data.root={tmp_path}/nowhere", f"paths.runs={tmp_path}/runs",
+                      "logger=none", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 1
+    line = one_error_line(proc)
+    assert "hydra.run.dir" in line and "a_file/out" in line
+
+
+@pytest.mark.integration
+def test_an_unwritable_toy_out_is_one_line_before_running(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    proc = run_module("mbt.toy", "function=quartic", "method=backtracking", "max_iters=3",
+                      f"out={tmp_path}/a_file/x", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 1
+    line = one_error_line(proc)
+    assert "out=" in line and "a_file/x" in line and "iterations" not in proc.stderr
+
+
+def test_a_finite_explosion_is_flagged_and_div_cells_say_what_they_show(tmp_path):
+    from test_report import train_record
+
+    path, out = tmp_path / "ledger.jsonl", tmp_path / "results"
+    calm = train_record("table2", "sgd", 0.1, accs=(80.0, 92.0, 91.0))
+    boom = train_record("table2", "adam", 0.1, accs=(30.0, 45.0, 10.0))
+    boom["history"]["train_loss"] = [2.3, 5e3, 1e14]  # finite: the rule never fired
+    div = train_record("table2", "mmt", 100.0, accs=(45.0, 10.3), status="diverged")
+    for r in (calm, boom, div):
+        ledger.append(path, r)
+    assert not ledger.exploded(calm) and ledger.exploded(boom)
+    assert report_main(["table2", "--ledger", str(path), "--out", str(out)]) == 0
+    md = (out / "table2.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| Adam | 1e-1"))
+    assert "| 45.00 (exploded) |" in row  # the number the rule gives, flagged
+    assert "45.00 (div)" in md  # a diverged run shows its best finite epoch ...
+    assert "counts as chance accuracy" not in md  # ... and the note no longer says chance
+    assert "best accuracy of its finite epochs" in md and "`(exploded)`" in md
+
+
+@pytest.mark.integration
+def test_a_sweep_cell_that_does_not_compose_is_named_before_any_cell_runs(tmp_path):
+    # optim.builder.beta exists for mbt_gd, not for sgd: cell #1 cannot be composed.
+    proc = run_module("mbt.train", "--multirun", "optim=mbt_gd,sgd", "optim.builder.beta=0.5",
+                      f"data.root={tmp_path}/nowhere", f"paths.runs={tmp_path}/runs",
+                      "logger=none", f"hydra.sweep.dir={tmp_path}/multirun", cwd=tmp_path,
+                      timeout=120)
+    assert proc.returncode == 2
+    line = one_error_line(proc)  # one line: cell #0 did not run (its data error would show)
+    assert "cell [optim=sgd optim.builder.beta=0.5 " in line and "not in struct" in line
+    assert "not found" not in proc.stderr
+
+
+def test_a_runs_directory_without_flock_beside_a_locking_ledger_still_trains(
+        compose, cifar10_root, tmp_path, monkeypatch, capsys):
+    from mbt import run as run_module_
+
+    real = run_module_.fcntl.flock
+
+    def no_locks_under_runs(fh, op):  # Lustre noflock for paths.runs, the ledger elsewhere
+        if str(tmp_path / "runs") in fh.name:
+            raise OSError(errno.ENOLCK, "No locks available")
+        return real(fh, op)
+
+    monkeypatch.setattr(run_module_.fcntl, "flock", no_locks_under_runs)
+    record = train(compose(*plumbing(cifar10_root, tmp_path / "runs"),
+                           f"paths.ledger={tmp_path / 'ledger' / 'ledger.jsonl'}"))
+    assert record["status"] == "finished"
+    assert "the ledger's lock alone keeps this cell to one process" in capsys.readouterr().err
+
+
+def test_training_flags_a_run_whose_loss_explodes_but_stays_finite(compose, cifar10_root,
+                                                                  tmp_path, monkeypatch, capsys):
+    import dataclasses
+
+    from mbt import train as train_module
+
+    epoch = train_module.train_epoch
+    seen = []
+
+    def explodes_in_epoch_2(*args, **kwargs):
+        stats = epoch(*args, **kwargs)
+        seen.append(stats.loss)
+        return dataclasses.replace(stats, loss=1e14) if len(seen) == 2 else stats
+
+    monkeypatch.setattr(train_module, "train_epoch", explodes_in_epoch_2)
+    record = train(compose(*plumbing(cifar10_root, tmp_path / "runs", epochs=2)))
+    assert record["status"] == "finished" and record["exploded"] is True
+    assert "exploded" in capsys.readouterr().err
+    assert _strict(_lines(tmp_path / "runs" / "ledger.jsonl")[0])["exploded"] is True

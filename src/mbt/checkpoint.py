@@ -74,25 +74,51 @@ def save(directory: Path, state: dict[str, Any]) -> Path:
     return last
 
 
-def load_latest(directory: Path, map_location="cpu",
-                notice=print) -> tuple[dict[str, Any], Path] | tuple[None, None]:
+def load_latest(directory: Path, map_location="cpu", notice=print,
+                apply=None) -> tuple[dict[str, Any], Path] | tuple[None, None]:
     """``(state, path)`` of the newest readable checkpoint in ``directory``, or
     ``(None, None)`` (fresh start). A file that does not load, or lacks a key of
-    :data:`REQUIRED`, is reported in one line and skipped."""
+    :data:`REQUIRED`, is reported in one line and skipped. ``apply(state)`` restores it
+    into the run; a file it rejects (a model changed between commits, a bad ``rng``) is
+    reported and skipped the same way, and when no file is left :class:`CheckpointError`
+    says how to start fresh (never a silent fresh start over a run of another model)."""
+    mismatched = []
     for name in (LAST, PREV):
         path = directory / name
         if not path.exists():
             continue
+        if not path.is_file():  # save() would rotate it into prev.pt: stop before that
+            what = "a directory" if path.is_dir() else "not a regular file"
+            raise CheckpointError(f"{path} is {what}, not a checkpoint; move it away and run "
+                                  f"the same command again")
+        fallback = (directory / PREV).exists() and name == LAST
+        then = "falling back to " + PREV if fallback else "starting over"
         try:
             state = torch.load(path, map_location=map_location, weights_only=True)
             if not isinstance(state, dict) or (lacking := [k for k in REQUIRED
                                                              if k not in state]):
                 what = "not a dict" if not isinstance(state, dict) else f"no {lacking[0]!r}"
                 raise ValueError(f"not a training checkpoint: {what}")
-            return state, path
         except Exception as err:  # truncated/corrupt files raise many different types
-            fallback = (directory / PREV).exists() and name == LAST
-            notice(f"checkpoint {path} is unreadable ({type(err).__name__}: "
-                   f"{str(err).splitlines()[0][:120] if str(err) else ''}); "
-                   f"{'falling back to ' + PREV if fallback else 'starting over'}")
+            notice(f"checkpoint {path} is unreadable ({_why(err)}); {then}")
+            continue
+        try:
+            if apply is not None:
+                apply(state)
+            return state, path
+        except Exception as err:  # load_state_dict, set_rng_state: many types too
+            mismatched.append((path, _why(err)))
+            if fallback:
+                notice(f"checkpoint {path} does not match this model ({_why(err)}); {then}")
+    if mismatched:
+        path, why = mismatched[0]
+        raise CheckpointError(
+            f"checkpoint {path} does not match this model ({why}); to start fresh, move "
+            f"{' and '.join(str(p) for p, _ in mismatched)} away (or set another paths.runs) "
+            f"and run the same command again")
     return None, None
+
+
+def _why(err: Exception) -> str:
+    text = " ".join(str(err).split())  # load_state_dict's report spans lines
+    return f"{type(err).__name__}: {text[:160]}" if text else type(err).__name__

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from enum import Enum
@@ -267,6 +268,21 @@ def _check_cpu_bf16(amp_bf16: bool, device: str) -> None:
                           "AMX); this one has neither: set trainer.amp_bf16=false")
 
 
+# What wandb.init accepts in WANDB_MODE (wandb.Settings.mode); anything else fails there,
+# after the data is loaded, in a traceback.
+_WANDB_MODES = ("online", "offline", "disabled", "dryrun", "run", "shared")
+
+
+def _check_seed_and_env(cfg: DictConfig) -> None:
+    if not 0 <= int(cfg.seed) < 2**32:  # numpy's seed range; torch's is wider
+        raise ConfigError(f"seed must be in 0..2^32-1, got {cfg.seed}")
+    env_mode = os.environ.get("WANDB_MODE")
+    if cfg.logger.name == "wandb" and cfg.logger.mode != "disabled" and env_mode is not None \
+            and env_mode not in _WANDB_MODES:
+        raise ConfigError(f"WANDB_MODE={env_mode!r} is not a W&B mode "
+                          f"({', '.join(_WANDB_MODES)}): fix or unset it, or use logger=none")
+
+
 def validate(cfg: DictConfig) -> None:
     """Range checks the schema cannot express; raises :class:`ConfigError`."""
     unknown = _unknown_keys(cfg, TrainConfig)
@@ -278,6 +294,7 @@ def validate(cfg: DictConfig) -> None:
     if not math.isfinite(float(cfg.optim.lr)):
         raise ConfigError(f"optim.lr must be a finite number, got {cfg.optim.lr}")
     _positive("optim.lr", cfg.optim.lr)
+    _check_seed_and_env(cfg)
     _positive("trainer.epochs", cfg.trainer.epochs)
     _positive("trainer.batch_size", cfg.trainer.batch_size)
     _positive("trainer.diverge_factor", cfg.trainer.diverge_factor)

@@ -4,7 +4,8 @@
   line on stderr: exit 2 for what the user must change (config, data), 1 for I/O. Where
   Hydra's text does not say the fix, the line does (``+experiment=`` -> ``experiment=``;
   a launcher whose extra is not installed -> the ``pip install`` to run).
-* Ctrl-C is one line and exit 130 (the checkpoint of the last whole epoch stays).
+* Ctrl-C is one line and exit 130 (the checkpoint of the last whole epoch stays);
+  ``kill`` (SIGTERM) the same line and exit 143.
 * In a multirun, a cell that fails that way is reported and skipped; the sweep goes on
   and the process exits non-zero at the end, naming the failed cells. Under a submitit
   launcher (SLURM, submitit_local) each cell is its own job: the job logs its ``error:``
@@ -18,13 +19,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import os
 import re
+import signal
 import sys
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator, Sequence
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
@@ -35,7 +39,7 @@ from omegaconf.errors import OmegaConfBaseException
 from mbt.checkpoint import CheckpointError
 from mbt.config import ConfigError, near_miss
 from mbt.data import DataError
-from mbt.ledger import LedgerError
+from mbt.ledger import LedgerError, strict
 from mbt.run import RunIOError
 
 __all__ = ["JSON_ENV", "one_line_errors", "run_and_print", "summary"]
@@ -49,6 +53,21 @@ _FAILED: list[tuple[str, str, str]] = []
 JSON_ENV = "MBT_JSON"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler's stop) raised where the run is, like Ctrl-C: the
+    same cleanup runs and the same line is printed; the exit status stays 128 + 15."""
+
+    signum = signal.SIGTERM
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def _exit_status(err: KeyboardInterrupt) -> int:
+    return 128 + int(getattr(err, "signum", signal.SIGINT))
+
+
 def _multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
@@ -57,10 +76,11 @@ def run_and_print(job: Callable[[DictConfig], dict], cfg: DictConfig) -> None:
     """Run ``job(cfg)`` under the contract above; print its summary (or record) last."""
     try:
         record = job(cfg)
-    except KeyboardInterrupt:
-        print("interrupted: the last whole epoch is checkpointed; run the same command "
-              "again to resume", file=sys.stderr, flush=True)
-        sys.exit(130)
+    except KeyboardInterrupt as err:
+        print(f"interrupted{' (SIGTERM)' if isinstance(err, Terminated) else ''}: the last "
+              "whole epoch is checkpointed; run the same command again to resume",
+              file=sys.stderr, flush=True)
+        sys.exit(_exit_status(err))
     except _KNOWN_TYPES as err:
         code = next(c for c, types in _KNOWN if isinstance(err, types))
         print(f"error: {err}", file=sys.stderr, flush=True)
@@ -77,7 +97,7 @@ def run_and_print(job: Callable[[DictConfig], dict], cfg: DictConfig) -> None:
                         str(err)))
         return
     if os.environ.get(JSON_ENV) == "1":
-        print(json.dumps(record, allow_nan=True, default=str), flush=True)
+        print(json.dumps(strict(record), default=str), flush=True)  # strict JSON, as the ledger
     else:
         print(summary(record), flush=True)
 
@@ -174,6 +194,46 @@ def _missing_launcher(err: BaseException) -> bool:
     return "Unknown plugin class" in str(err) and _SUBMITIT[0] in str(err)
 
 
+def _hydra_io(err: OSError) -> bool:
+    """The error is Hydra's own I/O (its output directory, the saved config, the job log):
+    raised in Hydra's code, not in the job's (a job's known errors never get here)."""
+    frames = traceback.extract_tb(err.__traceback__)
+    inside = [i for i, f in enumerate(frames) if f"{os.sep}hydra{os.sep}" in f.filename]
+    ours = [i for i, f in enumerate(frames) if f"{os.sep}mbt{os.sep}" in f.filename]
+    return bool(inside) and inside[-1] > max(ours, default=-1)
+
+
+class _CellError(Exception):
+    """A cell of a sweep whose config cannot be composed: its overrides and the error."""
+
+    def __init__(self, overrides: Sequence[str], error: Exception):
+        super().__init__(overrides, error)
+        self.overrides, self.error = " ".join(overrides), error
+
+
+@contextlib.contextmanager
+def _cells_named() -> Iterator[None]:
+    """Hydra's sweeper composes every cell of a batch before launching it (a cell that
+    cannot be composed stops the sweep before any cell runs), but its error does not say
+    which cell: ``optim=mbt_gd,sgd optim.builder.beta=0.5`` fails for sgd alone."""
+    from hydra.plugins.sweeper import Sweeper
+
+    validate = Sweeper.validate_batch_is_legal
+
+    def naming_the_cell(self, batch: Sequence[Sequence[str]]) -> None:
+        for overrides in batch:
+            try:
+                validate(self, [overrides])
+            except (HydraException, OmegaConfBaseException) as err:
+                raise _CellError(overrides, err) from err
+
+    Sweeper.validate_batch_is_legal = naming_the_cell
+    try:
+        yield
+    finally:
+        Sweeper.validate_batch_is_legal = validate
+
+
 def one_line_errors(hydra_main: Callable[[], None]) -> Callable[[], None]:
     """Wrap a ``@hydra.main`` function: Hydra prints a bad override (``model=resnet19``)
     over several lines and exits 1; we print one ``error:`` line and exit 2.
@@ -184,12 +244,19 @@ def one_line_errors(hydra_main: Callable[[], None]) -> Callable[[], None]:
         if "--json" in sys.argv[1:]:
             sys.argv = [a for a in sys.argv if a != "--json"]
             os.environ[JSON_ENV] = "1"
+        signal.signal(signal.SIGTERM, _terminate)
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             hydra_main()
         else:
             os.environ["HYDRA_FULL_ERROR"] = "1"  # so composition errors reach us unprinted
             try:
-                hydra_main()
+                with _cells_named():
+                    hydra_main()
+            except _CellError as err:
+                print(f"error: the sweep's cell [{err.overrides}] cannot be composed: "
+                      f"{_condense(err.error)}{_hint(err.error)}; no cell was run (fix or drop "
+                      f"that value)", file=sys.stderr, flush=True)
+                sys.exit(2)
             except (HydraException, OmegaConfBaseException) as err:
                 print(f"error: {_condense(err)}{_hint(err)}", file=sys.stderr, flush=True)
                 sys.exit(2)
@@ -199,14 +266,22 @@ def one_line_errors(hydra_main: Callable[[], None]) -> Callable[[], None]:
                       "ledger; each job's log is under the sweep dir's .submitit/)",
                       file=sys.stderr, flush=True)
                 sys.exit(1)
+            except OSError as err:
+                if not _hydra_io(err):
+                    raise
+                where = f": {err.filename}" if err.filename else ""
+                print(f"error: cannot write Hydra's output directory ({err.strerror or err}"
+                      f"{where}); free space, or set hydra.run.dir (hydra.sweep.dir with -m) "
+                      f"elsewhere", file=sys.stderr, flush=True)
+                sys.exit(1)
             except (ImportError, RuntimeError) as err:
                 if not _missing_launcher(err):
                     raise
                 print(f"error: {_SLURM_EXTRA}", file=sys.stderr, flush=True)
                 sys.exit(2)
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as err:
                 print("interrupted", file=sys.stderr, flush=True)
-                sys.exit(130)
+                sys.exit(_exit_status(err))
         if _FAILED:
             print(f"error: {len(_FAILED)} cell(s) of the sweep failed and were skipped: "
                   + "; ".join(f"#{n} [{o}]: {m}" for n, o, m in _FAILED),

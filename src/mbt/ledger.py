@@ -7,7 +7,9 @@ an ``O_APPEND`` descriptor, checks the byte count and fsyncs; on any failure (a 
 disk) it truncates the file back to its size before the write and raises
 :class:`LedgerError`. Concurrent runs (a sweep, SLURM jobs on a file system with working
 locks) therefore never interleave or tear lines, and a line torn by an earlier crash
-never swallows the next record (the append starts on a fresh line).
+never swallows the next record (the append starts on a fresh line). Lines are strict JSON
+(a NaN or inf is written ``null``; older lines holding ``NaN`` still read as they did), and
+a line that cannot be read (torn, not UTF-8, not a record) costs that line only.
 
 Run identity (key schema 2, :data:`KEY_SCHEMA`): a readable prefix plus a hash of
 
@@ -30,6 +32,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
 import numbers
 import os
 import re
@@ -37,8 +40,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FINAL_STATUSES", "KEY_NEUTRAL", "KEY_SCHEMA", "PROTOCOLS", "LedgerError", "append",
-           "find", "identity", "read", "run_key", "scrub_secrets"]
+__all__ = ["EXPLODED_FACTOR", "FINAL_STATUSES", "KEY_NEUTRAL", "KEY_SCHEMA", "PROTOCOLS",
+           "LedgerError", "append", "exploded", "find", "identity", "read", "run_key",
+           "scrub_secrets", "strict"]
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +130,39 @@ def scrub_secrets(node: Any) -> Any:
     return node
 
 
+def strict(node: Any) -> Any:
+    """A copy of ``node`` with every NaN/inf float as None: ``json.dumps`` writes NaN, which
+    strict JSON parsers (Python's with ``parse_constant``, jq, most languages) reject. A
+    diverged run's losses and accuracy are the usual source."""
+    if isinstance(node, float) and not math.isfinite(node):
+        return None
+    if isinstance(node, dict):
+        return {k: strict(v) for k, v in node.items()}
+    if isinstance(node, list | tuple):
+        return [strict(v) for v in node]
+    return node
+
+
+# A finished run whose last epoch's train loss is this many times its starting loss blew up
+# without leaving the floats (1e14): the divergence rule (a non-finite loss) never fired,
+# so its status stays finished and its numbers stay what the rule gives, but it is flagged.
+EXPLODED_FACTOR = 100.0
+
+
+def exploded(record: dict) -> bool:
+    """Whether ``record``'s loss exploded but stayed finite: the last finite epoch train
+    loss above :data:`EXPLODED_FACTOR` x the starting loss, the lower of the first epoch's
+    and chance's (ln classes, an initialised net's loss: a run that explodes within its
+    first epoch counts too). Read from the history, so records older than the
+    ``exploded`` field are judged the same way."""
+    losses = [v for v in ((record.get("history") or {}).get("train_loss") or [])
+              if isinstance(v, numbers.Real) and math.isfinite(v)]
+    if not losses:
+        return False
+    classes = (record.get("data") or {}).get("num_classes") or 10
+    return losses[-1] > EXPLODED_FACTOR * min(losses[0], math.log(classes))
+
+
 def _lock(path: Path):
     return open(path.with_name(path.name + ".lock"), "a")
 
@@ -134,7 +171,8 @@ def append(path: str | Path, record: dict) -> None:
     """Append ``record`` as one whole line, or nothing: raises :class:`LedgerError` (and
     leaves the file as it was) when the line cannot be written in full."""
     path = Path(path)
-    line = (json.dumps(scrub_secrets(record), sort_keys=True, allow_nan=True) + "\n").encode()
+    line = (json.dumps(strict(scrub_secrets(record)), sort_keys=True, allow_nan=False)
+            + "\n").encode()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = _lock(path)
@@ -188,17 +226,23 @@ def _problem(record: Any) -> str | None:
     return None
 
 
-def read(path: str | Path,
-         on_bad: Callable[[Path, int, str], None] = _bad_line) -> Iterator[dict]:
-    """The records in file order. A line that is not a JSON object with numbers where
-    numbers belong (a torn write, a hand edit) is skipped and reported through
-    ``on_bad(path, line_number, why)`` (default: a warning naming the line)."""
+def read(path: str | Path, on_bad: Callable[[Path, int, str], None] = _bad_line,
+         check: Callable[[dict], str | None] | None = None) -> Iterator[dict]:
+    """The records in file order. A line that is not a UTF-8 JSON object with numbers where
+    numbers belong (a torn write, a hand edit), or that ``check`` finds a problem with, is
+    skipped and reported through ``on_bad(path, line_number, why)`` (default: a warning
+    naming the line). No line stops the reading: training looks keys up here too."""
     path = Path(path)
     if not path.exists():
         return
-    with path.open() as fh:
-        for number, line in enumerate(fh, 1):
-            line = line.strip()
+    with path.open("rb") as fh:  # bytes: one bad byte must cost its line, not the file
+        for number, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as err:
+                on_bad(path, number, f"not UTF-8 (byte {raw[err.start]:#04x} at column "
+                                     f"{err.start + 1})")
+                continue
             if not line:
                 continue
             try:
@@ -206,7 +250,7 @@ def read(path: str | Path,
             except json.JSONDecodeError as err:
                 on_bad(path, number, f"not valid JSON ({err.msg}, torn write?)")
                 continue
-            why = _problem(record)
+            why = _problem(record) or (check(record) if check else None)
             if why:
                 on_bad(path, number, why)
                 continue

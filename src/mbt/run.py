@@ -6,8 +6,9 @@ load the data, derive the run identity (config + data fingerprint, :mod:`mbt.led
 take the per-run lock, and look the key up in the ledger. :func:`provenance` is the part
 of a ledger record every entrypoint writes the same way.
 
-The per-run lock (``flock`` on ``<paths.runs>/<run_key>/lock``) makes two sweeps on one
-ledger safe: the second process to reach a cell waits for the first, then finds its
+The per-run locks (``flock`` on ``<ledger dir>/.<ledger name>.<run_key>.lock``, then
+on ``<paths.runs>/<run_key>/lock``) make two sweeps on one ledger safe, whatever their
+``paths.runs``: the second process to reach a cell waits for the first, then finds its
 record in the ledger and skips the cell instead of training it again.
 """
 
@@ -159,20 +160,57 @@ class Run:
     done: dict | None       # the ledger's record of this key, if it already ran
 
 
+def _take(fh, path: Path, key: str, required: bool) -> bool:
+    """Lock ``fh`` exclusively, waiting for another holder; False where the file system
+    has no working flock and the lock is not ``required``."""
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        notice(f"{key}: another process is running this cell ({path}); waiting for it")
+        fcntl.flock(fh, fcntl.LOCK_EX)
+    except OSError as err:  # ENOLCK / ENOSYS: Lustre mounted noflock, NFS without lockd
+        if required:
+            raise RunIOError(f"cannot lock {path} ({err.strerror or err}): this file system "
+                             f"has no working flock; put paths.ledger on one that has "
+                             f"(docs/cluster.md)") from err
+        notice(f"{key}: no working flock for {path} ({err.strerror or err}); the ledger's "
+               f"lock alone keeps this cell to one process")
+        return False
+    return True
+
+
 @contextlib.contextmanager
-def _run_lock(run_dir: Path, key: str) -> Iterator[None]:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / LOCK, "a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            notice(f"{key}: another process is running this cell ({run_dir / LOCK}); "
-                   f"waiting for it")
-            fcntl.flock(fh, fcntl.LOCK_EX)
+def _flock(path: Path, key: str, *, required: bool = True) -> Iterator[None]:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "a")
+    except OSError as err:
+        raise RunIOError(f"cannot create the run lock {path} ({err.strerror or err})") from err
+    with fh:
+        locked = _take(fh, path, key, required)
         try:
             yield
         finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            if locked:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ledger_lock_path(ledger_path: str | Path, key: str) -> Path:
+    """The lock of cell ``key`` on one ledger: a hidden file beside the ledger, so every
+    process that appends to it meets the same lock whatever its ``paths.runs``."""
+    ledger_path = Path(ledger_path).resolve()
+    return ledger_path.parent / f".{ledger_path.name}.{key}.lock"
+
+
+@contextlib.contextmanager
+def _run_lock(run_dir: Path, ledger_path: str | Path, key: str) -> Iterator[None]:
+    # Always the ledger's lock first, then the run directory's (which guards its
+    # checkpoints when two ledgers share one paths.runs): one order, no deadlock.
+    # (A runs directory on Lustre mounted noflock beside a ledger elsewhere, as
+    # docs/cluster.md advises, has no working flock: its lock is then skipped.)
+    with _flock(ledger_lock_path(ledger_path, key), key), \
+            _flock(run_dir / LOCK, key, required=False):
+        yield
 
 
 def _link_hydra_job(run_dir: Path, key: str) -> None:
@@ -215,6 +253,9 @@ def open_run(cfg: DictConfig, *, kind: str = "train") -> Iterator[Run]:
     run key (config + data fingerprint) -> per-run lock -> ledger lookup (after the lock,
     so a cell another process just finished is seen)."""
     validate(cfg)  # first: a bad value is reported before any I/O
+    if Path(cfg.paths.ledger).is_dir():  # else found only at the first read, after the data
+        raise ConfigError(f"paths.ledger={cfg.paths.ledger} is a directory; a ledger is a "
+                          f"file (e.g. paths.ledger={Path(cfg.paths.ledger) / 'ledger.jsonl'})")
     probe_writable(Path(cfg.paths.ledger).parent, "paths.ledger")
     probe_writable(cfg.paths.runs, "paths.runs")
     try:
@@ -228,7 +269,7 @@ def open_run(cfg: DictConfig, *, kind: str = "train") -> Iterator[Run]:
     key, config = run_identity(cfg, kind, fingerprint=info["fingerprint"])
     run_dir = Path(cfg.paths.runs) / key
     notice(f"{key}: run folder {run_dir}")
-    with _run_lock(run_dir, key):
+    with _run_lock(run_dir, cfg.paths.ledger, key):
         _remove_stale_temp_files(run_dir)
         _link_hydra_job(run_dir, key)
         yield Run(cfg, config, key, device, train_loader, test_loader, info, run_dir,

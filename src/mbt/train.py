@@ -75,7 +75,7 @@ def _record(run: Run, status, history, *, wall, tracker, early_stopped):
     # A resumed run may span commits (and a finished checkpoint may only be re-recorded):
     # each epoch row carries the commit that trained it.
     trained_at = list(dict.fromkeys(row.get("commit", "unknown") for row in history))
-    return {
+    record = {
         **provenance(run, "train", status),
         "epochs": run.config["trainer"]["epochs"],
         "epochs_completed": len(history),
@@ -88,6 +88,9 @@ def _record(run: Run, status, history, *, wall, tracker, early_stopped):
         "trained_at_commits": trained_at,
         "wandb": tracker.info,
     }
+    # finished, but its loss blew up and stayed finite (1e14); a diverged run is marked already
+    record["exploded"] = status == "finished" and ledger.exploded(record)
+    return record
 
 
 def _build(run: Run):
@@ -104,15 +107,18 @@ def _build(run: Run):
 
 def _resume(run: Run, model, optimizer, controller, scheduler) -> dict:
     """Restore the newest readable checkpoint; the loop state to continue from."""
-    state, path = checkpoint.load_latest(run.run_dir, map_location=run.device, notice=notice)
+    def restore(state: dict) -> None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        controller.load_state_dict(state["controller"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        checkpoint.restore_rng(state["rng"])
+
+    state, path = checkpoint.load_latest(run.run_dir, map_location=run.device, notice=notice,
+                                         apply=restore)
     if state is None:
         return {"history": [], "epoch": 0, "wall_time": 0.0, "ref_loss": None}
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    controller.load_state_dict(state["controller"])
-    if scheduler is not None:
-        scheduler.load_state_dict(state["scheduler"])
-    checkpoint.restore_rng(state["rng"])
     if state["epoch"] >= run.cfg.trainer.epochs:
         trained_at = state["history"][-1].get("commit", "an unknown commit")
         notice(f"{run.key}: {path} holds a finished run; recording it without training "
@@ -243,6 +249,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         record = _record(run, status, history,
                          wall=state["wall_time"] + time.perf_counter() - t_start,
                          tracker=tracker, early_stopped=early_stopped)
+        if record["exploded"]:
+            notice(f"{run.key}: the train loss exploded (last epoch "
+                   f"{history[-1]['train_loss']:.4g}) but stayed finite: recorded finished, "
+                   f"flagged exploded")
         ledger.append(cfg.paths.ledger, record)
         tracker.finish({"best_test_acc": record["best_test_acc"], "status": status})
         # A finished run needs no fallback generation: keep last.pt only (or nothing).

@@ -21,6 +21,8 @@ import logging
 import sys
 from pathlib import Path
 
+from mbt.writable import why_unwritable
+
 from . import (
     Context,
     ReportError,
@@ -72,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return dashboard_main(argv[1:])
     args = parse_args(argv)
+    unwritable = why_unwritable(args.out)
+    if unwritable:  # before the ledger is read: found at the first file written otherwise
+        print(f"error: cannot write --out {args.out} ({unwritable})", file=sys.stderr)
+        return 1
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     extra = "" if args.ledger == DEFAULT_LEDGER else f" --ledger {args.ledger}"
     if args.source == "wandb":

@@ -4,6 +4,7 @@ sample per (cell, seed, init), the protocol covering the most cells, shared cell
 from __future__ import annotations
 
 import logging
+import numbers
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +31,27 @@ class Selection:
     borrowed: dict[str, int] = field(default_factory=dict)  # other experiment -> runs shared
 
 
+# What every target's cell_of, filter or label reads of a record: a hand edit that drops
+# one (or nulls it) would end the report in a KeyError/TypeError.
+# (ledger.read already refuses a bool or a string where a number belongs.)
+_REQUIRED = {"model": str, "dataset": str, "optim": str, "lr": numbers.Real,
+             "batch_size": numbers.Real}
+
+
+def _unusable(record: dict) -> str | None:
+    if record.get("status") not in ledger.FINAL_STATUSES:
+        return None
+    lacking = [k for k, kind in _REQUIRED.items() if not isinstance(record.get(k), kind)]
+    if not lacking:
+        return None
+    return (f"record {record.get('run_key', '?')} has no {', no '.join(lacking)} "
+            f"(a hand edit?); not reported")
+
+
 def load_ledger(path: str | Path) -> list[dict]:
     """Finished and diverged records of the current key schema; a ``run_key`` written twice
-    keeps its last record. Lines that are not records are reported by :func:`ledger.read`;
+    keeps its last record. Lines that are not records, or records without a field every
+    report reads (a hand edit), are reported by :func:`ledger.read`, one warning each;
     records of an older key schema are counted and skipped with one warning (their keys
     cannot be compared with today's: ``python -m mbt.ledger_migrate`` re-keys them).
     A missing file is a :class:`ReportError`, never an empty report."""
@@ -43,7 +62,7 @@ def load_ledger(path: str | Path) -> list[dict]:
     by_key: dict[str, dict] = {}
     old: list[str] = []
     migrated: set[str] = set()
-    for i, record in enumerate(ledger.read(path)):
+    for i, record in enumerate(ledger.read(path, check=_unusable)):
         if record.get("status") not in ledger.FINAL_STATUSES:
             continue
         if record.get("key_schema") != ledger.KEY_SCHEMA:

@@ -2,9 +2,11 @@
 (and ``table1.png``, a heat map of ours beside the paper's).
 
 Accuracy tables use the paper's measure, the best test accuracy over the epochs, with the
-final-epoch accuracy beside it; a diverged run counts as chance accuracy (100 / classes),
-printed ``10.00 (div)``, as the paper prints divergent runs. Several seeds of one cell
-give mean ± sample std and n.
+final-epoch accuracy beside it; a diverged run enters with the best accuracy of its finite
+epochs (the published code's measure, which never stops a run) and chance (100 / classes)
+as its final accuracy, printed ``10.32 (div)``; a finished run whose loss exploded but
+stayed finite (:func:`mbt.ledger.exploded`) keeps its numbers, marked ``(exploded)``.
+Several seeds of one cell give mean ± sample std and n.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+
+from mbt import ledger
 
 from . import paper, verdicts
 from .common import (
@@ -65,21 +69,23 @@ def _acc_cell(runs: list[dict]) -> dict:
     triples = [accuracies(r, diverged_best="epoch") for r in runs]
     best, final = stat(t[0] for t in triples), stat(t[1] for t in triples)
     n, n_div = len(runs), sum(t[2] for t in triples)
+    n_exp = sum(not t[2] and ledger.exploded(r) for t, r in zip(triples, runs))
+    flag = "" if not n_exp else " (exploded)" if n_exp == n else f" ({n_exp}/{n} exploded)"
 
     def show(s: Stat | None) -> str:
         if s is None:
             return ""
         if n_div == n:
             return f"{s.mean:.2f} (div)"
-        return s.fmt(2) + (f" ({n_div}/{n} div)" if n_div else "")
+        return s.fmt(2) + (f" ({n_div}/{n} div)" if n_div else "") + flag
 
     epochs = stat(r.get("best_epoch") for r in runs if r.get("status") != "diverged")
     return {
         "ours": show(best), "short": "" if best is None else
-        (f"{best.mean:.2f}" + (" (div)" if n_div == n else "")),
+        (f"{best.mean:.2f}" + (" (div)" if n_div == n else " (exploded)" if n_exp else "")),
         "ours_best_mean": None if best is None else round(best.mean, 4),
         "ours_best_std": None if best is None else round(best.std, 4),
-        "n": n, "n_diverged": n_div, "ours_final": show(final),
+        "n": n, "n_diverged": n_div, "n_exploded": n_exp, "ours_final": show(final),
         "ours_final_mean": None if final is None else round(final.mean, 4),
         "ours_final_std": None if final is None else round(final.std, 4),
         "best_epoch_mean": None if epochs is None else round(epochs.mean, 1),
@@ -152,8 +158,13 @@ def _accuracy_table(sel: Selection, ctx: Context, table: str, title: str, grid,
     """``claims(rows)``: the claim-level verdicts section (:mod:`.verdicts`), if any."""
     rows, keys = _accuracy_rows(sel, table, ctx)
     note = ("Ours: best test accuracy over the epochs (the paper's measure), mean ± sample "
-            "std over n seeds; a diverged run counts as chance accuracy (100 / classes), "
-            "shown `(div)`. Δ = ours − paper. Paper: " + paper_ref(table) + ".")
+            "std over n seeds; a diverged run (a non-finite loss ended it) enters with the best "
+            "accuracy of its finite epochs, as the published code reports it, shown `(div)`; its "
+            "final-epoch accuracy counts as chance (100 / classes). "
+            + (f"`(exploded)`: a run that finished but whose train loss ended over "
+               f"{ledger.EXPLODED_FACTOR:g}× its start (its numbers are kept). "
+               if any(r.get("n_exploded") for r in rows) else "")
+            + "Δ = ours − paper. Paper: " + paper_ref(table) + ".")
     lines = header(title, sel, ctx, [note])
     lines += [f"## In the paper's layout: ours ({sel.protocol}) / paper", "", *grid(rows), ""]
     lines += claims(rows) if claims else []

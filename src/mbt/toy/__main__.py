@@ -13,13 +13,16 @@ import sys
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from mbt.config import _unknown_keys
 from mbt.config_paths import CONF_DIR
 from mbt.entry import one_line_errors
+from mbt.writable import why_unwritable
 
 from .functions import FUNCTIONS
 from .run import HISTORY_COLUMNS, METHODS, run_toy
@@ -55,13 +58,33 @@ def write_history(path: Path, rows) -> Path:
     return path
 
 
+def _refuse(message: str, code: int = 2) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _check(cfg: DictConfig) -> None:
+    """What the schema cannot refuse, before the run: ``+key=`` overrides pass OmegaConf's
+    struct check (``+max_iter=10`` would run 10^6 iterations), and NaN/inf are floats."""
+    unknown = _unknown_keys(cfg, ToyConfig)
+    if unknown:
+        _refuse(f"unknown config key(s) {', '.join(unknown)} (conf/toy.yaml does not define "
+                f"them; a typo in a +key= override?)")
+    if not all(math.isfinite(v) for v in cfg.start):
+        _refuse(f"start must be finite, got {list(cfg.start)}")
+    for name in ("lr0", "grad_tol", "alpha", "beta"):
+        if not math.isfinite(cfg[name]):
+            _refuse(f"{name} must be finite, got {cfg[name]}")
+    unwritable = cfg.out is not None and why_unwritable(cfg.out)
+    if unwritable:  # before the run: a 10^6-iteration run must not be lost at the end
+        _refuse(f"cannot write out={cfg.out} ({unwritable})", code=1)
+
+
 @one_line_errors  # unknown function/method, non-numeric values: one line, exit 2
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="toy")
 def main(cfg: DictConfig) -> None:
     function, method = cfg.function.name, cfg.method.name
-    if not all(math.isfinite(v) for v in cfg.start):
-        print(f"error: start must be finite, got {list(cfg.start)}", file=sys.stderr)
-        sys.exit(2)
+    _check(cfg)
     try:
         result = run_toy(
             function, method, list(cfg.start), alpha=cfg.alpha, beta=cfg.beta, lr0=cfg.lr0,
