@@ -149,6 +149,7 @@ def _epoch(run: Run, epoch, model, step_model, optimizer, controller, scheduler,
         epoch, model, nn.CrossEntropyLoss(), loader,
         dataset_size=run.cfg.data.rescale_size or loader.num_samples, batch_size=t.batch_size)
     search_time = time.perf_counter() - t_epoch
+    alpha = getattr(controller, "alpha", None)  # this epoch's search's: Fig. 3's switch
     counts = _line_search_counts(optimizer)
     loader.set_epoch(epoch)
     controller.train_mode()
@@ -173,6 +174,7 @@ def _epoch(run: Run, epoch, model, step_model, optimizer, controller, scheduler,
         "test_loss": test_loss, "test_acc": test_acc, "lr": stats.lr,
         "epoch_time": time.perf_counter() - t_epoch, "search_time": search_time,
         "search_mean_lr": report.mean_lr if report else None,
+        "alpha": alpha,
         "search_evals": report.func_evals if report else None,
         "steps": stats.steps,
         # the search's result and cost beyond the raw mean (W&B's search/*; None: no search)
