@@ -18,17 +18,17 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
 from mbt.config_paths import CONF_DIR
-from mbt.data import PIPELINES, SPECS
+from mbt.data import DATA_INPUTS, DATASETS, PIPELINES
 from mbt.data.transforms import AUGMENTS, NORMALIZES
 from mbt.ledger import PROTOCOLS
-from mbt.models import BN_INITS, MODEL_NAMES
+from mbt.models import BN_INITS, MODEL_INPUTS, MODEL_NAMES
 
 __all__ = ["ConfigError", "TrainConfig", "register_configs", "validate"]
 
 ModelName = Enum("ModelName", {n: n for n in MODEL_NAMES})
 BnInit = Enum("BnInit", {n: n for n in BN_INITS})
 # Choices come from the modules that implement them: one list each.
-Dataset = Enum("Dataset", {n: n for n in SPECS})
+Dataset = Enum("Dataset", {n: n for n in DATASETS})
 Augment = Enum("Augment", {n: n for n in AUGMENTS})
 Normalize = Enum("Normalize", {n: n for n in NORMALIZES})
 Pipeline = Enum("Pipeline", {n: n for n in PIPELINES})
@@ -69,6 +69,10 @@ class DataConfig:
     # Training-set size in the MBT rescaling rho = batch / size (Sec. 3.5.1); null: the
     # images loaded. 50000 makes a partial-copy or subset run comparable with the paper.
     rescale_size: int | None = None
+    # Text data sets only (conf/data/fortunes.yaml): context length, and the fraction at the
+    # end of each file kept for the test split.
+    block_size: int | None = None
+    test_fraction: float | None = None
 
 
 @dataclass
@@ -238,6 +242,23 @@ def _check_cpu_bf16(amp_bf16: bool, device: str) -> None:
                           "AMX); this one has neither: set trainer.amp_bf16=false")
 
 
+def _check_data_model(cfg: DictConfig) -> None:
+    """The model takes what the data set yields; Fashion-MNIST's fixed options."""
+    data, model = cfg.data.name.name, cfg.model.name.name
+    if MODEL_INPUTS[model] != DATA_INPUTS[data]:
+        fits = [m for m in MODEL_NAMES if MODEL_INPUTS[m] == DATA_INPUTS[data]]
+        raise ConfigError(f"model={model} does not take data={data} ({DATA_INPUTS[data]} "
+                          f"inputs); models for it: {', '.join(fits)}")
+    if data == "fashion_mnist" and (cfg.data.augment.name != "none"
+                                    or cfg.data.normalize.name != "true"):
+        raise ConfigError("data=fashion_mnist takes data.augment=none and data.normalize=true "
+                          "only (the paper's augmentation and constants are CIFAR's)")
+    if DATA_INPUTS[data] == "bytes":
+        _positive("data.block_size", cfg.data.block_size)
+        if cfg.data.block_size is None:
+            raise ConfigError(f"data={data} needs data.block_size")
+
+
 def validate(cfg: DictConfig) -> None:
     """Range checks the schema cannot express; raises :class:`ConfigError`."""
     unknown = _unknown_keys(cfg, TrainConfig)
@@ -260,6 +281,7 @@ def validate(cfg: DictConfig) -> None:
     _positive("data.test_batch_size", cfg.data.test_batch_size)
     _positive("data.num_workers", cfg.data.num_workers, allow_zero=True)
     _positive("trainer.eval_every", cfg.trainer.eval_every, allow_zero=True)
+    _check_data_model(cfg)
     if cfg.data.num_classes != cfg.model.num_classes:
         raise ConfigError(f"model.num_classes={cfg.model.num_classes} differs from "
                           f"data.num_classes={cfg.data.num_classes}")

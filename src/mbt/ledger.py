@@ -64,6 +64,8 @@ _KEY_IGNORES = {
 KEY_NEUTRAL: dict[tuple[str, ...], Any] = {
     ("model", "bn_init"): "torch",
     ("optim", "builder", "bn_slices"): 1,
+    ("data", "block_size"): None,  # text data sets only (conf/data/fortunes.yaml)
+    ("data", "test_fraction"): None,
 }
 _SECRET = re.compile(r"(api[_-]?key|token|secret|password)", re.IGNORECASE)
 
