@@ -273,3 +273,18 @@ def test_cli_missing_data_is_one_error_line(tmp_path, data, model, hint):
                       "logger=none", cwd=tmp_path)
     assert proc.returncode == 2
     assert hint in one_error_line(proc)
+
+
+def test_text_subset_draws_fresh_contexts_each_epoch(text_root):
+    tokens = load_text(text_root).train
+    loader = TextLoader(tokens, block_size=16, batch_size=8, shuffle=True, seed=0, limit=20)
+    assert loader.num_samples == 20 and len(loader) == 3
+    epochs = [torch.cat([xb for xb, _ in loader]) for _ in range(3)]
+    assert all(e.shape == (20, 16) for e in epochs)
+    views = np.lib.stride_tricks.sliding_window_view(tokens, 16)
+    first = [int(np.flatnonzero((views == r.numpy()).all(1))[0]) for e in epochs for r in e]
+    # Drawn from the whole text, not its first 20 windows (which end at 20 * 16 = 320).
+    assert max(first) > len(tokens) // 2
+    assert not torch.equal(epochs[0], epochs[1])
+    evaluation = TextLoader(tokens, block_size=16, batch_size=8, shuffle=False, limit=20)
+    assert evaluation.num_samples == (len(tokens) - 1) // 16  # the test split stays whole

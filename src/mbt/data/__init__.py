@@ -195,7 +195,7 @@ def build_loaders(
 def _text_loaders(root, *, batch_size, seed, device, subset, block_size, test_fraction,
                   test_batch_size):
     """``(train_loader, test_loader, info)`` of a text corpus: :class:`TextLoader` contexts
-    of ``block_size`` characters; ``subset`` keeps the first N training contexts."""
+    of ``block_size`` characters; ``subset``: N random training contexts per epoch."""
     if block_size is None:
         raise ValueError("a text data set needs data.block_size")
     data = load_text(root, test_fraction=0.1 if test_fraction is None else test_fraction)

@@ -105,8 +105,10 @@ class TextLoader:
 
     An epoch covers the text once: non-overlapping windows from an offset drawn per epoch
     (training; 0 for evaluation), in an order shuffled per epoch, both reproducible from
-    (seed, epoch). ``num_samples`` counts windows (the MBT rescaling rho = batch / size
-    then compares windows with windows)."""
+    (seed, epoch). With ``limit`` (``data.subset``) a training epoch is the first ``limit``
+    windows of that shuffle: a fresh random draw from the whole text each epoch, so short
+    epochs still cover the corpus over a run. ``num_samples`` counts the windows of an
+    epoch (the MBT rescaling rho = batch / size then compares windows with windows)."""
 
     def __init__(self, tokens: np.ndarray, *, block_size: int, batch_size: int,
                  shuffle: bool, seed: int = 0, device: str | torch.device = "cpu",
@@ -120,7 +122,8 @@ class TextLoader:
         self.tokens = torch.as_tensor(tokens, dtype=torch.int64)
         self.block_size, self.batch_size = block_size, batch_size
         self.shuffle, self.seed, self.device = shuffle, seed, torch.device(device)
-        self.windows = fit if limit is None else min(fit, limit)
+        self.fit = fit
+        self.windows = fit if limit is None or not shuffle else min(fit, limit)
         self.epoch = 0
 
     @property
@@ -138,9 +141,9 @@ class TextLoader:
         self.epoch += 1
         t = self.block_size
         offset = int(torch.randint(0, t, (1,), generator=gen)) if self.shuffle else 0
-        starts = offset + t * torch.arange(self.windows)
+        starts = offset + t * torch.arange(self.fit)
         if self.shuffle:
-            starts = starts[torch.randperm(self.windows, generator=gen)]
+            starts = starts[torch.randperm(self.fit, generator=gen)[:self.windows]]
         span = torch.arange(t + 1)
         for i in range(len(self)):
             chunk = self.tokens[starts[i * self.batch_size:(i + 1) * self.batch_size, None]
