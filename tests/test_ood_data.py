@@ -288,3 +288,38 @@ def test_text_subset_draws_fresh_contexts_each_epoch(text_root):
     assert not torch.equal(epochs[0], epochs[1])
     evaluation = TextLoader(tokens, block_size=16, batch_size=8, shuffle=False, limit=20)
     assert evaluation.num_samples == (len(tokens) - 1) // 16  # the test split stays whole
+
+
+def _sweep(name: str) -> dict:
+    from omegaconf import OmegaConf
+
+    from mbt.config_paths import CONF_DIR
+
+    return OmegaConf.load(CONF_DIR / "experiment" / f"{name}.yaml").hydra.sweeper.params
+
+
+@pytest.mark.parametrize(("preset", "model", "data"), [
+    ("out_of_domain", "fmnist_cnn", "fashion_mnist"),
+    ("out_of_domain_grid", "fmnist_cnn", "fashion_mnist"),
+    ("out_of_domain_text", "char_transformer", "fortunes"),
+    ("out_of_domain_text_grid", "char_transformer", "fortunes"),
+])
+def test_out_of_domain_presets(compose, preset, model, data):
+    cfg = compose(f"experiment={preset}", "protocol=cpu")
+    validate(cfg)
+    assert (cfg.model.name.name, cfg.data.name.name) == (model, data)
+    assert cfg.experiment == "out_of_domain" and cfg.data.synthetic_fallback is False
+    assert cfg.data.subset == (512 if data == "fortunes" else None)  # all 60 000 images
+
+
+def test_out_of_domain_sweeps_every_method_at_three_seeds():
+    auto = _sweep("out_of_domain")["optim"].split(",")
+    for method in ("mbt_gd", "mbt_mmt", "mbt_nag", "sls", "prodigy", "dadapt_sgd",
+                   "sgd_schedulefree", "dog", "lr_range_sgd"):
+        assert method in auto
+    assert _sweep("out_of_domain_grid")["optim"] == "sgd,nag"
+    assert _sweep("out_of_domain_text_grid")["optim"] == "adamw"
+    for name in ("out_of_domain", "out_of_domain_grid", "out_of_domain_text_grid",
+                 "protocols/out_of_domain_cpu", "protocols/out_of_domain_grid_cpu",
+                 "protocols/out_of_domain_text_cpu", "protocols/out_of_domain_text_grid_cpu"):
+        assert _sweep(name)["seed"] == "0,1,2", name
