@@ -226,6 +226,7 @@ def test_char_transformer_flat_logits_and_causal():
     (("data=cifar10", "model=char_transformer"), "models for it: resnet18"),
     (("data=fashion_mnist", "model=fmnist_cnn", "data.augment=paper"), "augment=none"),
     (("data=fortunes", "model=char_transformer", "data.block_size=0"), "block_size must be > 0"),
+    (("data=fortunes", "model=char_transformer", "data.block_size=300"), "256-character"),
 ])
 def test_config_refuses_pairs_that_do_not_fit(compose, overrides, match):
     with pytest.raises(ConfigError, match=match):

@@ -257,6 +257,11 @@ def _check_data_model(cfg: DictConfig) -> None:
         _positive("data.block_size", cfg.data.block_size)
         if cfg.data.block_size is None:
             raise ConfigError(f"data={data} needs data.block_size")
+        from mbt.models.char_transformer import MAX_CONTEXT
+
+        if cfg.data.block_size > MAX_CONTEXT:
+            raise ConfigError(f"data.block_size={cfg.data.block_size} exceeds the "
+                              f"{MAX_CONTEXT}-character context of model={model}")
 
 
 def validate(cfg: DictConfig) -> None:

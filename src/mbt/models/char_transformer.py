@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CharTransformer", "char_transformer"]
+__all__ = ["MAX_CONTEXT", "CharTransformer", "char_transformer"]
+
+MAX_CONTEXT = 256  # learned position embeddings: the longest context (data.block_size)
 
 
 class _Block(nn.Module):
@@ -42,7 +44,7 @@ class _Block(nn.Module):
 
 class CharTransformer(nn.Module):
     def __init__(self, vocab: int = 256, *, layers: int = 4, heads: int = 4, dim: int = 128,
-                 max_len: int = 256):
+                 max_len: int = MAX_CONTEXT):
         super().__init__()
         self.max_len = max_len
         self.tok = nn.Embedding(vocab, dim)
