@@ -310,7 +310,7 @@ def test_out_of_domain_presets(compose, preset, model, data):
     validate(cfg)
     assert (cfg.model.name.name, cfg.data.name.name) == (model, data)
     assert cfg.experiment == "out_of_domain" and cfg.data.synthetic_fallback is False
-    assert cfg.data.subset == (512 if data == "fortunes" else None)  # all 60 000 images
+    assert cfg.data.subset == (1024 if data == "fortunes" else None)  # all 60 000 images
 
 
 def test_out_of_domain_sweeps_every_method_at_three_seeds():
