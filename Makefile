@@ -29,7 +29,7 @@ LR_GRID := 100,10,1,0.1,0.01,0.001,0.0001,0.00001,0.000001
 
 .PHONY: help install test test-integration test-slow test-slurm lint demo reproduce-toy reproduce-fig2a clean \
 	reproduce-table1 reproduce-table2 reproduce-table3 reproduce-fig2 reproduce-fig2b reproduce-fig3 \
-	reproduce-autolr reproduce-all report bench gpu-check
+	reproduce-autolr reproduce-all report bench gpu-check data-ood
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -58,6 +58,20 @@ test-slurm: install ## SLURM tests through hydra/launcher=slurm (brings up a one
 	  || echo "test-slurm: logs and tmp dirs kept in $$state" >&2' EXIT; \
 	env=$$(scripts/slurm_cluster.sh start "$$state") && eval "$$env" && \
 	$(PY) -m pytest -m slurm --basetemp="$$state/pytest" tests/test_slurm.py
+
+# Beyond the paper (issue 25): Fashion-MNIST and the fortunes text corpus from Debian packages
+# (no download at run time). Installs with apt-get only what is missing (sudo -n when not root).
+OOD_PACKAGES := dataset-fashion-mnist:/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz \
+	fortunes:/usr/share/games/fortunes/fortunes
+data-ood: ## install Debian's dataset-fashion-mnist and fortunes where missing (data=fashion_mnist, data=fortunes)
+	@missing=(); for p in $(OOD_PACKAGES); do [ -e "$${p#*:}" ] || missing+=("$${p%%:*}"); done; \
+	if [ $${#missing[@]} = 0 ]; then echo "data-ood: installed (dataset-fashion-mnist, fortunes)"; exit 0; fi; \
+	command -v apt-get >/dev/null || { echo "error: no apt-get here: install $${missing[*]} (Debian/Ubuntu packages) another way" >&2; exit 3; }; \
+	sudo=(); [ "$$(id -u)" = 0 ] || sudo=(sudo -n); \
+	echo "data-ood: installing $${missing[*]} with apt-get"; \
+	"$${sudo[@]}" apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  "$${sudo[@]}" apt-get install -y -qq "$${missing[@]}" \
+	  || { echo "error: apt-get install $${missing[*]} failed (root or passwordless sudo needed)" >&2; exit 3; }
 
 lint: install ## ruff on the code, tests, scripts and examples; mypy on the typed library (mbt.optim)
 	$(VENV)/bin/ruff check src tests scripts examples setup.py

@@ -78,8 +78,10 @@ def test_every_preset_composes_and_validates(compose, preset, protocol):
     if preset != "demo":
         assert cfg.protocol.name == protocol
         # Presets that add cells to another target's table report under its name.
-        assert cfg.experiment == {"table2_mbt": "table2", "autolr_grid": "autolr"}.get(
-            preset, preset)
+        assert cfg.experiment == {"table2_mbt": "table2", "autolr_grid": "autolr",
+                                  "out_of_domain_grid": "out_of_domain",
+                                  "out_of_domain_text": "out_of_domain",
+                                  "out_of_domain_text_grid": "out_of_domain"}.get(preset, preset)
 
 
 def test_protocol_files_only_exist_for_presets():

@@ -124,9 +124,9 @@ def test_finished_cells_are_those_in_the_ledger(finished, cifar10_root, monkeypa
              _cell(nowhere, runs, 0.05),                # 5: no data, no fallback: submitted
              _cell(cifar10_root, runs, 0.05, "seed=1")]  # 6: not run
     reads = []
-    load_cifar = mbt.run.load_cifar
-    monkeypatch.setattr(mbt.run, "load_cifar",
-                        lambda *a, **k: reads.append(a) or load_cifar(*a, **k))
+    load_dataset = mbt.run.load_dataset
+    monkeypatch.setattr(mbt.run, "load_dataset",
+                        lambda *a, **k: reads.append(a) or load_dataset(*a, **k))
     master, loader = _master(f"hydra.sweep.dir={work / 'again'}")
 
     done, ledgers = finished_cells(master, loader, cells, 10, "train")

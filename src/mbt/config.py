@@ -21,17 +21,17 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
 from mbt.config_paths import CONF_DIR
-from mbt.data import PIPELINES, SPECS
+from mbt.data import DATA_INPUTS, DATASETS, PIPELINES
 from mbt.data.transforms import AUGMENTS, NORMALIZES
 from mbt.ledger import PROTOCOLS
-from mbt.models import BN_INITS, MODEL_NAMES
+from mbt.models import BN_INITS, MODEL_INPUTS, MODEL_NAMES
 
 __all__ = ["ConfigError", "TrainConfig", "near_miss", "register_configs", "validate"]
 
 ModelName = Enum("ModelName", {n: n for n in MODEL_NAMES})
 BnInit = Enum("BnInit", {n: n for n in BN_INITS})
 # Choices come from the modules that implement them: one list each.
-Dataset = Enum("Dataset", {n: n for n in SPECS})
+Dataset = Enum("Dataset", {n: n for n in DATASETS})
 Augment = Enum("Augment", {n: n for n in AUGMENTS})
 Normalize = Enum("Normalize", {n: n for n in NORMALIZES})
 Pipeline = Enum("Pipeline", {n: n for n in PIPELINES})
@@ -72,6 +72,10 @@ class DataConfig:
     # Training-set size in the MBT rescaling rho = batch / size (Sec. 3.5.1); null: the
     # images loaded. 50000 makes a partial-copy or subset run comparable with the paper.
     rescale_size: int | None = None
+    # Text data sets only (conf/data/fortunes.yaml): context length, and the fraction at the
+    # end of each file kept for the test split.
+    block_size: int | None = None
+    test_fraction: float | None = None
 
 
 @dataclass
@@ -283,6 +287,28 @@ def _check_seed_and_env(cfg: DictConfig) -> None:
                           f"({', '.join(_WANDB_MODES)}): fix or unset it, or use logger=none")
 
 
+def _check_data_model(cfg: DictConfig) -> None:
+    """The model takes what the data set yields; Fashion-MNIST's fixed options."""
+    data, model = cfg.data.name.name, cfg.model.name.name
+    if MODEL_INPUTS[model] != DATA_INPUTS[data]:
+        fits = [m for m in MODEL_NAMES if MODEL_INPUTS[m] == DATA_INPUTS[data]]
+        raise ConfigError(f"model={model} does not take data={data} ({DATA_INPUTS[data]} "
+                          f"inputs); models for it: {', '.join(fits)}")
+    if data == "fashion_mnist" and (cfg.data.augment.name != "none"
+                                    or cfg.data.normalize.name != "true"):
+        raise ConfigError("data=fashion_mnist takes data.augment=none and data.normalize=true "
+                          "only (the paper's augmentation and constants are CIFAR's)")
+    if DATA_INPUTS[data] == "bytes":
+        _positive("data.block_size", cfg.data.block_size)
+        if cfg.data.block_size is None:
+            raise ConfigError(f"data={data} needs data.block_size")
+        from mbt.models.char_transformer import MAX_CONTEXT
+
+        if cfg.data.block_size > MAX_CONTEXT:
+            raise ConfigError(f"data.block_size={cfg.data.block_size} exceeds the "
+                              f"{MAX_CONTEXT}-character context of model={model}")
+
+
 def validate(cfg: DictConfig) -> None:
     """Range checks the schema cannot express; raises :class:`ConfigError`."""
     unknown = _unknown_keys(cfg, TrainConfig)
@@ -310,6 +336,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.get("rerun") is not None and not re.fullmatch(r"[\w.+-]+", str(cfg.rerun)):
         raise ConfigError(f"rerun must be a label of letters, digits and ._+- (it becomes "
                           f"part of the run folder's name), got {cfg.rerun!r}")
+    _check_data_model(cfg)
     if cfg.data.num_classes != cfg.model.num_classes:
         raise ConfigError(f"model.num_classes={cfg.model.num_classes} differs from "
                           f"data.num_classes={cfg.data.num_classes}")

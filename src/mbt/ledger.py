@@ -69,6 +69,8 @@ KEY_NEUTRAL: dict[tuple[str, ...], Any] = {
     ("model", "bn_init"): "torch",
     ("optim", "builder", "bn_slices"): 1,
     ("rerun",): None,
+    ("data", "block_size"): None,  # text data sets only (conf/data/fortunes.yaml)
+    ("data", "test_fraction"): None,
 }
 _SECRET = re.compile(r"(api[_-]?key|token|secret|password)", re.IGNORECASE)
 

@@ -31,8 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mbt import ledger
 from mbt.config import ConfigError, validate
-from mbt.data import DataError, build_loaders_from_config, load_cifar
-from mbt.data.synthetic import write_cifar
+from mbt.data import DataError, build_loaders_from_config, load_dataset, write_synthetic
 from mbt.runinfo import device_name, git_state, resolve_device, seed_everything
 
 __all__ = ["Run", "RunIOError", "data_fingerprint", "load_data", "notice", "open_run",
@@ -63,7 +62,7 @@ def _read_data(cfg: DictConfig, read: Callable[[dict], Any]) -> Any:
         root = Path(cfg.paths.runs) / "synthetic-data"
         notice(f"no CIFAR data under {data_cfg['root']!r}: training on a generated "
                f"CIFAR-layout data set in {root} (labelled synthetic) [{err}]")
-        write_cifar(root, data_cfg["name"], seed=0, **_SYNTHETIC_SIZES)
+        root = write_synthetic(root, data_cfg["name"], seed=0, **_SYNTHETIC_SIZES)
         data_cfg.update(root=str(root), allow_partial=False)
         return read(data_cfg)
 
@@ -96,9 +95,10 @@ def data_fingerprint(cfg: DictConfig, cache: dict | None = None) -> dict:
         found = cache[slot]
     else:
         try:
-            found = _read_data(cfg, lambda data_cfg: load_cifar(
+            found = _read_data(cfg, lambda data_cfg: load_dataset(
                 data_cfg["name"], data_cfg["root"], allow_partial=data_cfg["allow_partial"],
-                download=data_cfg["download"]).fingerprint)
+                download=data_cfg["download"],
+                test_fraction=data_cfg["test_fraction"]).fingerprint)
         except DataError as err:
             found = err
         if cache is not None:

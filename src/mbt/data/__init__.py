@@ -1,5 +1,10 @@
 """CIFAR-10/100 loaders: ``build_loaders`` is the one entry point the training code needs.
 
+Beyond the paper (issue 25) it also loads Fashion-MNIST (:mod:`mbt.data.fashion_mnist`,
+through the same image pipelines) and a byte-level text corpus (``fortunes``,
+:mod:`mbt.data.text`, its own loader); :func:`load_dataset` reads any of them for a
+fingerprint (the run key's data part).
+
 Two pipelines share one interface (``iter`` -> (x float32 NCHW normalized, y int64) on the
 device, ``len`` = batches per epoch, ``num_samples``, ``set_epoch``):
 
@@ -25,6 +30,7 @@ from . import transforms as tf
 from .cifar import (
     SPECS,
     ArrayDataset,
+    CifarData,
     DataError,
     Split,
     TorchLoader,
@@ -33,9 +39,13 @@ from .cifar import (
     subset_indices,
 )
 from .device_loader import DeviceLoader
+from .fashion_mnist import load_fashion_mnist, write_fashion_mnist
+from .text import TextData, TextLoader, load_text, write_text_corpus
 from .transforms import channel_stats, norm_stats
 
 __all__ = [
+    "DATASETS",
+    "DATA_INPUTS",
     "SPECS",
     "DataError",
     "DeviceLoader",
@@ -46,13 +56,47 @@ __all__ = [
     "default_pipeline",
     "epoch_seed",
     "load_cifar",
+    "load_dataset",
     "norm_stats",
     "subset_indices",
+    "write_synthetic",
 ]
 
 log = logging.getLogger(__name__)
 
 PIPELINES = ("dataloader", "device")
+# What each data set yields (mbt.models.MODEL_INPUTS: what each model takes).
+DATA_INPUTS = {"cifar10": "rgb32", "cifar100": "rgb32", "fashion_mnist": "grey28",
+               "fortunes": "bytes"}
+DATASETS = tuple(DATA_INPUTS)
+NUM_CLASSES = {"fashion_mnist": 10, "fortunes": 256, **{n: s.num_classes for n, s in SPECS.items()}}
+
+
+def load_dataset(name: str, root: str | Path, *, allow_partial: bool = False,
+                 download: bool = False, test_fraction: float | None = None
+                 ) -> CifarData | TextData:
+    """Read data set ``name`` (one of :data:`DATASETS`) under ``root``; its ``fingerprint``
+    is the run key's data part. Raises :class:`DataError` (one line)."""
+    if name == "fashion_mnist":
+        return load_fashion_mnist(root, allow_partial=allow_partial)
+    if name == "fortunes":
+        return load_text(root, test_fraction=0.1 if test_fraction is None else test_fraction)
+    return load_cifar(name, root, allow_partial=allow_partial, download=download)
+
+
+def write_synthetic(root: str | Path, name: str, *, n_train: int, n_test: int,
+                    seed: int = 0) -> Path:
+    """A generated, labelled-synthetic stand-in for ``name`` under ``root``; returns the
+    ``data.root`` to read it from (for the entry points' ``data.synthetic_fallback``)."""
+    from .synthetic import write_cifar
+
+    root = Path(root)
+    if name == "fashion_mnist":
+        return write_fashion_mnist(root / name, n_train, n_test, seed=seed)
+    if name == "fortunes":
+        return write_text_corpus(root / name, n_chars=20 * (n_train + n_test), seed=seed)
+    write_cifar(root, name, n_train, n_test, seed=seed)
+    return root
 
 
 def default_pipeline(device: str = "auto") -> str:
@@ -83,8 +127,11 @@ def build_loaders(
     num_workers: int = 2,
     test_batch_size: int | None = 1000,
     channels_last: bool = False,
+    block_size: int | None = None,
+    test_fraction: float | None = None,
 ):
-    """Train and test loaders for CIFAR ``name`` ('cifar10' | 'cifar100') under ``root``.
+    """Train and test loaders for ``name`` (CIFAR-10/100, Fashion-MNIST; text: see
+    :func:`_text_loaders`) under ``root``.
 
     ``subset`` keeps a reproducible random ``subset`` training images (chosen with ``seed``);
     the test split is always whole. The train loader shuffles (reseeded per epoch from
@@ -93,11 +140,15 @@ def build_loaders(
     dataset, num_train, num_test, num_classes, partial, synthetic, root and the settings.
     Raises :class:`DataError` (one-line message) if the data are missing or unusable.
     """
+    if name == "fortunes":
+        return _text_loaders(root, batch_size=batch_size, seed=seed, device=device,
+                             subset=subset, block_size=block_size, test_fraction=test_fraction,
+                             test_batch_size=test_batch_size)
     if pipeline not in PIPELINES:
         raise ValueError(f"pipeline must be one of {PIPELINES}, got {pipeline!r}")
     tf.check_augment(augment)
     mean, std = norm_stats(name, normalize)
-    data = load_cifar(name, root, allow_partial=allow_partial, download=download)
+    data = load_dataset(name, root, allow_partial=allow_partial, download=download)
     train, test = data.train, data.test
     if subset is not None:
         indices = subset_indices(len(train.labels), int(subset), seed)
@@ -126,7 +177,7 @@ def build_loaders(
         "num_train": len(train.labels),
         "num_train_found": len(data.train.labels),  # before subset
         "num_test": len(test.labels),
-        "num_classes": SPECS[name].num_classes,
+        "num_classes": NUM_CLASSES[name],
         "partial": data.partial,
         "synthetic": data.synthetic,
         "root": str(data.root),
@@ -139,6 +190,27 @@ def build_loaders(
         "fingerprint": data.fingerprint,  # part of the run key (mbt.ledger)
     }
     return train_loader, test_loader, info
+
+
+def _text_loaders(root, *, batch_size, seed, device, subset, block_size, test_fraction,
+                  test_batch_size):
+    """``(train_loader, test_loader, info)`` of a text corpus: :class:`TextLoader` contexts
+    of ``block_size`` characters; ``subset``: N random training contexts per epoch."""
+    if block_size is None:
+        raise ValueError("a text data set needs data.block_size")
+    data = load_text(root, test_fraction=0.1 if test_fraction is None else test_fraction)
+    common = {"block_size": block_size, "seed": seed, "device": device}
+    train = TextLoader(data.train, batch_size=batch_size, shuffle=True, limit=subset, **common)
+    test = TextLoader(data.test, batch_size=test_batch_size or batch_size, shuffle=False,
+                      **common)
+    info = {
+        "dataset": "fortunes", "num_train": train.num_samples, "num_test": test.num_samples,
+        "num_train_chars": len(data.train), "num_test_chars": len(data.test),
+        "num_classes": NUM_CLASSES["fortunes"], "partial": False, "synthetic": data.synthetic,
+        "root": str(data.root), "subset": subset, "block_size": block_size,
+        "fingerprint": data.fingerprint,  # part of the run key (mbt.ledger)
+    }
+    return train, test, info
 
 
 def build_loaders_from_config(data_cfg, **kwargs):

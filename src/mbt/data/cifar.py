@@ -326,7 +326,10 @@ class ArrayDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, i: int):
-        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
+        image = self.images[i]
+        # A grey (H, W, 1) image (Fashion-MNIST) is a PIL "L" image of (H, W).
+        image = image[..., 0] if image.shape[-1] == 1 else image
+        return self.transform(Image.fromarray(image)), int(self.labels[i])
 
 
 class TorchLoader:

@@ -1,4 +1,5 @@
-"""CIFAR-sized image classifiers (32x32 input), after kuangliu/pytorch-cifar.
+"""CIFAR-sized image classifiers (32x32 input), after kuangliu/pytorch-cifar, and two models
+beyond the paper (fmnist_cnn: 1x28x28 images; char_transformer: a byte language model).
 
 All five use a 3x3 stride-1 stem with no max-pool and end in a global average pool and a linear
 layer; ``build_model(name, num_classes)`` is the one entry point the training code needs.
@@ -12,7 +13,9 @@ from numbers import Integral
 import torch
 from torch import nn
 
+from .char_transformer import CharTransformer, char_transformer
 from .densenet import DenseNet, densenet121
+from .fmnist_cnn import FmnistCNN, fmnist_cnn
 from .mobilenetv2 import MobileNetV2, mobilenetv2
 from .preact_resnet import PreActResNet, preact_resnet18
 from .resnet import ResNet, resnet18
@@ -26,8 +29,15 @@ MODELS: dict[str, Callable[[int], nn.Module]] = {
     "senet18": senet18,
     "densenet121": densenet121,
     "tiny": tiny,  # plumbing tests only; not a model of the paper
+    # Beyond the paper (issue 25): Fashion-MNIST and a character language model.
+    "fmnist_cnn": fmnist_cnn,
+    "char_transformer": char_transformer,
 }
 MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
+# The input each model takes (mbt.data.DATA_INPUTS names what each data set yields);
+# mbt.config refuses a pairing that differs before any data are read.
+MODEL_INPUTS: dict[str, str] = {name: "rgb32" for name in MODELS}
+MODEL_INPUTS.update(fmnist_cnn="grey28", char_transformer="bytes")
 # BatchNorm weight (gamma) initialisation. PyTorch <= 1.1 (the published code is from early
 # 2019) drew gamma ~ U(0, 1) in ``_BatchNorm.reset_parameters`` (the 1.1.0 docs of
 # BatchNorm2d say so); pytorch/pytorch#12259 / PR #12325 changed it to ones, first released
@@ -73,15 +83,20 @@ def build_model(name: str, num_classes: int = 10, *, bn_init: str = "torch",
 __all__ = [
     "BN_INITS",
     "MODELS",
+    "MODEL_INPUTS",
     "MODEL_NAMES",
+    "CharTransformer",
     "DenseNet",
+    "FmnistCNN",
     "MobileNetV2",
     "PreActResNet",
     "ResNet",
     "SENet",
     "TinyNet",
     "build_model",
+    "char_transformer",
     "densenet121",
+    "fmnist_cnn",
     "init_batchnorm_legacy",
     "mobilenetv2",
     "preact_resnet18",
