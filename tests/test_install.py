@@ -215,15 +215,19 @@ def test_wheel_core_install_runs_mbt_optim_with_torch_alone(venv):
         "first = float(opt.step(closure))",
         "for _ in range(5): opt.step(closure)",
         "print(mbt.__file__)",
-        f"print([m for m in {HEAVY!r} if importlib.util.find_spec(m)])",
+        f"print([m for m in {[*HEAVY, 'tqdm']!r} if importlib.util.find_spec(m)])",
         "print(float(closure(backward=False)) < first)",
+        # The MBT finder too (its progress bar is tqdm's only where tqdm is installed).
+        "report = mbt.optim.find_lr(model, torch.nn.functional.mse_loss, [(x, y)] * 3,",
+        "                           dataset_size=96, batch_size=32, num_batches=3)",
+        "print(report.lr > 0)",
     ])
     proc = venv.run([str(venv.bin / "python"), "-c", code])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    location, reachable, decreased = proc.stdout.splitlines()
+    location, reachable, decreased, found = proc.stdout.splitlines()
     assert Path(location).is_relative_to(venv.root), location  # the wheel, not the checkout
     assert reachable == "[]", f"the core venv sees more than the core: {reachable}"
-    assert decreased == "True"
+    assert decreased == "True" and found == "True"
 
 
 @pytest.mark.integration

@@ -92,7 +92,6 @@ from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.dropout import _DropoutNd
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
-from tqdm.auto import tqdm
 
 from .base import check_range
 from .batches import prepare
@@ -276,6 +275,29 @@ def rescale_factor(rescale: str, dataset_size: int | None, batch_size: int | Non
     if batch_size > dataset_size:
         raise ValueError(f"batch_size={batch_size} exceeds dataset_size={dataset_size}")
     return 1.0 / math.sqrt(dataset_size / batch_size)
+
+
+class _NoBar:
+    """Where tqdm is not installed (``mbt.optim`` needs only torch): no bar, the lines."""
+
+    disable = True
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int) -> Any:
+    """A tqdm bar on a terminal when tqdm is installed (the ``train`` extra has it), else
+    a disabled stand-in: the search then logs a line every ``_PROGRESS_EVERY`` batches."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, desc="MBT search", unit="batch", leave=False,
+                disable=not sys.stderr.isatty(), mininterval=0)
 
 
 def _infer_sizes(batches: Iterable, dataset_size: int | None, batch_size: int | None):
@@ -529,8 +551,7 @@ class MBTFinder:
         eta_start = start
         # Searches take tens of seconds to minutes: a per-mini-batch bar on a terminal;
         # elsewhere (a log file, a SLURM job) a line every _PROGRESS_EVERY mini-batches.
-        bar = tqdm(total=cfg.num_batches, desc="MBT search", unit="batch", leave=False,
-                   disable=not sys.stderr.isatty(), mininterval=0)
+        bar = _progress_bar(cfg.num_batches)
         t_search = time.perf_counter()
         for k in range(cfg.num_batches):
             try:
