@@ -395,7 +395,7 @@ def test_sigint_or_sigterm_is_one_line_saying_how_to_resume(cifar10_root, tmp_pa
     ("start=[a,1]", "could not be converted"),
     ("start=[nan,1]", "start must be finite"),
     ("start=[1,-inf]", "start must be finite"),
-    ("+max_iter=10", "unknown config key(s) max_iter"),  # a typo of max_iters
+    ("+max_iter=10", "max_iter (did you mean max_iters?)"),  # a typo of max_iters
     ("lr0=nan", "lr0 must be finite"),
     ("grad_tol=inf", "grad_tol must be finite"),
 ])

@@ -19,7 +19,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from mbt.config import _unknown_keys
+from mbt.config import _unknown_keys, near_miss
 from mbt.config_paths import CONF_DIR
 from mbt.entry import one_line_errors
 from mbt.writable import why_unwritable
@@ -68,6 +68,8 @@ def _check(cfg: DictConfig) -> None:
     struct check (``+max_iter=10`` would run 10^6 iterations), and NaN/inf are floats."""
     unknown = _unknown_keys(cfg, ToyConfig)
     if unknown:
+        unknown = [k + (f" (did you mean {m}?)" if (m := near_miss(k, ToyConfig)) else "")
+                   for k in unknown]
         _refuse(f"unknown config key(s) {', '.join(unknown)} (conf/toy.yaml does not define "
                 f"them; a typo in a +key= override?)")
     if not all(math.isfinite(v) for v in cfg.start):
