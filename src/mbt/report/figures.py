@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -338,71 +338,79 @@ def _last_half_ratio(lrs: list[float]) -> float | None:
     return max(tail) / min(tail) if tail else None
 
 
-def fig3(sel: Selection, ctx: Context) -> list[Path]:
-    claim, _ = paper.CLAIMS["fig3"]
-    runs = _seed_sorted(sel.records)
-    datasets = ["cifar10", "cifar100", *sorted({str(r.get("dataset")) for r in runs}
-                                              - {"cifar10", "cifar100"})]
-    many = len({r.get("seed") for r in runs}) > 1
-    fig = Figure(figsize=(6 * len(datasets), 4.2), layout="constrained")
-    axes = fig.subplots(1, len(datasets), squeeze=False)[0]
-    # MMT and NAG often take the same lrs in short runs: a solid line with filled circles
-    # and a dashed one with open squares stay visible on top of each other.
-    styles = {"mbt_mmt": dict(color="C0", ls="-", marker="o", ms=5),
-              "mbt_nag": dict(color="C1", ls="--", marker="s", ms=8, mfc="none", mew=1.4)}
-    rows, csv_rows, ratios, shapes = [], [], {}, []
-    for ax, letter, ds in zip(axes, "abcdefgh", datasets):
-        mine = [r for r in runs if r.get("dataset") == ds]
-        series = {tuple(float(v) for v in (r.get("history") or {}).get("lr") or [])
-                  for r in mine}
-        for r in mine:
-            h = r.get("history") or {}
-            lrs = [float(v) for v in h.get("lr") or []]
-            epochs = h.get("epoch") or list(range(1, len(lrs) + 1))
-            style = styles.get(r.get("optim"), dict(ls="-."))
-            ax.semilogy(epochs, lrs, lw=1.5, label=_label(r, many),
-                        markevery=max(1, len(lrs) // 20), **style)
-            switch = verdicts.switch_epoch(r)
-            shapes.append((r, verdicts.fig3_shape(lrs, switch)))
-            if switch is not None:
-                ax.axvline(switch, color=style.get("color", "0.4"), ls=":", lw=1.2,
-                           label=f"{_label(r, many)}: α switched, epoch {switch}")
-            for i, (e, v) in enumerate(zip(epochs, lrs)):
-                csv_rows.append({
-                    "dataset": ds, "optim": r.get("optim"), "seed": r.get("seed"),
-                    "run_key": r.get("run_key"), "epoch": e, "lr": v,
-                    "search_mean_lr": _at(h.get("search_mean_lr"), i),
-                    "test_acc": _at(h.get("test_acc"), i)})
-            ratio = _last_half_ratio(lrs)
-            ratios.setdefault((ds, r.get("optim")), []).append(ratio)
-            peak = max(range(len(lrs)), key=lrs.__getitem__) if lrs else None
-            rows.append([DISPLAY.get(ds, ds), DISPLAY.get(r.get("optim"), r.get("optim")),
-                         r.get("seed"), len(lrs), f"{lrs[0]:.4g}" if lrs else "",
-                         f"{lrs[peak]:.4g} ({epochs[peak]})" if lrs else "",
-                         f"{lrs[-1]:.4g}" if lrs else "",
-                         "" if ratio is None else f"{ratio:.2f}", _changes(lrs),
-                         _acc(r), r.get("status")])
-        ax.set_title(f"({letter}) {DISPLAY.get(ds, ds)}")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("learning rate")
-        if mine:
-            same = len(mine) > 1 and len(series) == 1
-            ax.legend(fontsize=8, title="same lr every epoch: the lines coincide" if same
-                      else None, title_fontsize=8)
-        else:
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.text(0.5, 0.5, f"no {DISPLAY.get(ds, ds)} runs"
-                    + ("" if sel.protocol == "full" else f" under protocol {sel.protocol}"),
-                    ha="center", va="center", transform=ax.transAxes, color="0.4")
-    fig.suptitle("Fig. 3: MBT-MMT and MBT-NAG learning rate per epoch, ResNet18"
-                 + ("" if sel.protocol == "full" else f" [{sel.protocol}]"))
-    fig.supxlabel(FIG3_PAPER_SHAPE_SHORT, fontsize=9, color="0.3")
-    out = ctx.out
-    out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / "fig3.png", dpi=120)
+# MMT and NAG often take the same lrs in short runs: a solid line with filled circles and a
+# dashed one with open squares stay visible on top of each other.
+_FIG3_STYLES = {"mbt_mmt": dict(color="C0", ls="-", marker="o", ms=5),
+                "mbt_nag": dict(color="C1", ls="--", marker="s", ms=8, mfc="none", mew=1.4)}
 
+
+@dataclass
+class _Fig3Rows:
+    """What the panels collect for the tables: per-run rows, the CSV, the last-half
+    max/min per (data set, optimizer) and the verdicts' shape numbers."""
+
+    rows: list = field(default_factory=list)
+    csv: list = field(default_factory=list)
+    ratios: dict = field(default_factory=dict)
+    shapes: list = field(default_factory=list)
+
+
+def _fig3_run(ax, r: dict, ds: str, many: bool, out: _Fig3Rows) -> None:
+    """One run's lr curve (and its plateau switch) on ``ax``, and its rows."""
+    h = r.get("history") or {}
+    lrs = [float(v) for v in h.get("lr") or []]
+    epochs = h.get("epoch") or list(range(1, len(lrs) + 1))
+    style = _FIG3_STYLES.get(r.get("optim"), dict(ls="-."))
+    ax.semilogy(epochs, lrs, lw=1.5, label=_label(r, many),
+                markevery=max(1, len(lrs) // 20), **style)
+    switch = verdicts.switch_epoch(r)
+    out.shapes.append((r, verdicts.fig3_shape(lrs, switch)))
+    if switch is not None:
+        ax.axvline(switch, color=style.get("color", "0.4"), ls=":", lw=1.2,
+                   label=f"{_label(r, many)}: α switched, epoch {switch}")
+    for i, (e, v) in enumerate(zip(epochs, lrs)):
+        out.csv.append({
+            "dataset": ds, "optim": r.get("optim"), "seed": r.get("seed"),
+            "run_key": r.get("run_key"), "epoch": e, "lr": v,
+            "search_mean_lr": _at(h.get("search_mean_lr"), i),
+            "test_acc": _at(h.get("test_acc"), i)})
+    ratio = _last_half_ratio(lrs)
+    out.ratios.setdefault((ds, r.get("optim")), []).append(ratio)
+    peak = max(range(len(lrs)), key=lrs.__getitem__) if lrs else None
+    out.rows.append([DISPLAY.get(ds, ds), DISPLAY.get(r.get("optim"), r.get("optim")),
+                     r.get("seed"), len(lrs), f"{lrs[0]:.4g}" if lrs else "",
+                     f"{lrs[peak]:.4g} ({epochs[peak]})" if lrs else "",
+                     f"{lrs[-1]:.4g}" if lrs else "",
+                     "" if ratio is None else f"{ratio:.2f}", _changes(lrs),
+                     _acc(r), r.get("status")])
+
+
+def _fig3_panel(ax, letter: str, ds: str, runs: list[dict], many: bool, protocol,
+                out: _Fig3Rows) -> None:
+    """Panel (letter): every run on data set ``ds``, or a note that there is none."""
+    mine = [r for r in runs if r.get("dataset") == ds]
+    series = {tuple(float(v) for v in (r.get("history") or {}).get("lr") or []) for r in mine}
+    for r in mine:
+        _fig3_run(ax, r, ds, many, out)
+    ax.set_title(f"({letter}) {DISPLAY.get(ds, ds)}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    if mine:
+        same = len(mine) > 1 and len(series) == 1
+        ax.legend(fontsize=8, title="same lr every epoch: the lines coincide" if same
+                  else None, title_fontsize=8)
+    else:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.text(0.5, 0.5, f"no {DISPLAY.get(ds, ds)} runs"
+                + ("" if protocol == "full" else f" under protocol {protocol}"),
+                ha="center", va="center", transform=ax.transAxes, color="0.4")
+
+
+def _fig3_steadiness(datasets: list[str], ratios: dict) -> list[str]:
+    """Per data set: MBT-MMT's and MBT-NAG's mean last-half max/min lr, and which is
+    steadier."""
     compare = []
     for ds in datasets:
         got = {o: [v for v in ratios.get((ds, o), []) if v is not None]
@@ -416,6 +424,28 @@ def fig3(sel: Selection, ctx: Context) -> list[Path]:
             compare.append(f"{DISPLAY[ds] if ds in DISPLAY else ds}: last-half max/min lr "
                            f"MBT-MMT {mean['mbt_mmt']:.2f}, MBT-NAG {mean['mbt_nag']:.2f} "
                            f"({verdict})")
+    return compare
+
+
+def fig3(sel: Selection, ctx: Context) -> list[Path]:
+    claim, _ = paper.CLAIMS["fig3"]
+    runs = _seed_sorted(sel.records)
+    datasets = ["cifar10", "cifar100", *sorted({str(r.get("dataset")) for r in runs}
+                                              - {"cifar10", "cifar100"})]
+    many = len({r.get("seed") for r in runs}) > 1
+    fig = Figure(figsize=(6 * len(datasets), 4.2), layout="constrained")
+    axes = fig.subplots(1, len(datasets), squeeze=False)[0]
+    got = _Fig3Rows()
+    for ax, letter, ds in zip(axes, "abcdefgh", datasets):
+        _fig3_panel(ax, letter, ds, runs, many, sel.protocol, got)
+    fig.suptitle("Fig. 3: MBT-MMT and MBT-NAG learning rate per epoch, ResNet18"
+                 + ("" if sel.protocol == "full" else f" [{sel.protocol}]"))
+    fig.supxlabel(FIG3_PAPER_SHAPE_SHORT, fontsize=9, color="0.3")
+    out = ctx.out
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / "fig3.png", dpi=120)
+
+    compare = _fig3_steadiness(datasets, got.ratios)
     notes = [f"**Paper**: \"{claim}\".",
              "**Ours**: " + ("; ".join(compare) if compare else "MBT-MMT and MBT-NAG not both "
                              "present for a data set; no comparison") + ". Per epoch, the lr "
@@ -431,8 +461,8 @@ def fig3(sel: Selection, ctx: Context) -> list[Path]:
               "values.*", "",
               *md_table(["data", "optimizer", "seed", "epochs", "lr epoch 1", "peak lr (epoch)",
                          "final lr", "last-half max/min", "lr changes", "best acc (epoch)",
-                         "status"], rows), "", *verdicts.fig3_lines(shapes, datasets)]
-    return [write_md(out / "fig3.md", lines), write_csv(out / "fig3.csv", pd.DataFrame(csv_rows)),
+                         "status"], got.rows), "", *verdicts.fig3_lines(got.shapes, datasets)]
+    return [write_md(out / "fig3.md", lines), write_csv(out / "fig3.csv", pd.DataFrame(got.csv)),
             out / "fig3.png"]
 
 
