@@ -199,7 +199,11 @@ def _epoch(run: Run, epoch, model, step_model, optimizer, controller, scheduler,
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run (or resume, or skip) the training run ``cfg`` describes; returns its ledger record,
-    or a status-only dict when the run stopped early on ``trainer.stop_after``."""
+    or a status-only dict when the run stopped early on ``trainer.stop_after``.
+
+
+    Longer than 60 lines: the run's life in order (skip, resume, epochs, checkpoint,
+    record); each step is a helper already."""
     with open_run(cfg) as run:
         if run.done is not None:
             notice(already_done(run.key, cfg.paths.ledger, run.done))

@@ -157,7 +157,11 @@ def refresh_parity(out: str | Path, ledger_path: str | None) -> tuple[Path, Path
 
 
 def run_bench(s: Settings, command: str = "python -m mbt.bench") -> dict:
-    """Measure everything ``s`` asks for; returns the bench.json dict."""
+    """Measure everything ``s`` asks for; returns the bench.json dict.
+
+
+    Longer than 60 lines: one timed sequence (pipelines, steps, searches, the GPU half)
+    whose order and warm-ups are part of what it measures."""
     device = resolve_device(s.device)
     s = resolve_settings(s, device)
     load_start = os.getloadavg()[0]

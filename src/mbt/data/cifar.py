@@ -235,7 +235,9 @@ def load_cifar(
     by :func:`mbt.data.synthetic.write_cifar`, against its manifest). ``allow_partial`` skips
     the md5 check and reads whichever batches exist, which is how the truncated real copy in
     cifar-head is used. Raises :class:`DataError` (one-line message) on any problem.
-    """
+
+    Longer than 60 lines: each check (layout, partial copy, md5s, synthetic marker) ends
+    in its own one-line error, in the order a user fixes them."""
     spec = get_spec(name)
     root = Path(root).expanduser().resolve()
     base = root / spec.base_folder

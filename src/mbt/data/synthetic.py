@@ -109,7 +109,9 @@ def write_cifar(root: str | Path, name: str, n_train: int, n_test: int, seed: in
 
     CIFAR-10: ``cifar-10-batches-py/data_batch_1..5`` (``n_train`` split over the five),
     ``test_batch``, ``batches.meta``. CIFAR-100: ``cifar-100-python/train``, ``test``, ``meta``.
-    """
+
+    Longer than 60 lines: it writes each file of the real layout in turn (batches, meta,
+    md5 marker), as torchvision expects them."""
     spec = get_spec(name)
     rng = np.random.default_rng(seed)
     base = Path(root) / spec.base_folder

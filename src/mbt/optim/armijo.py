@@ -101,7 +101,9 @@ def armijo_search(
         lr_max: cap on grown steps (``lr0`` for two-way, ``h(||g||)`` for unbounded).
         max_trials: bound on evaluations of ``phi``.
         min_lr: the shrink loop gives up below this step.
-    """
+
+    Longer than 60 lines: the shrink and grow loops are one search (Sec. 3.3-3.4), read
+    top to bottom with the bounds where they apply."""
     if not slope > 0.0:
         # Zero gradient (or an ascent direction): no step along v can pass (7).
         return SearchResult(0.0, f0, 0, 0, 0, bound_hit=False)

@@ -233,6 +233,18 @@ class SearchReport:
     grad_evals: int = 0
     seconds: float = 0.0
 
+    def add(self, start: float, eta: float, bound_hit: bool, f0: float, grad_sq: float,
+            tried: list[tuple[float, float]]) -> None:
+        """Record one mini-batch's search (one gradient, ``len(tried)`` evaluations of f)."""
+        self.starts.append(start)
+        self.per_batch.append(eta)
+        self.bound_hits.append(bound_hit)
+        self.f0.append(f0)
+        self.grad_sq_norms.append(grad_sq)
+        self.trials.append(tried)
+        self.func_evals += len(tried)
+        self.grad_evals += 1
+
     @property
     def num_batches(self) -> int:
         """Mini-batches actually searched (fewer than asked for only if data ran out)."""
@@ -298,6 +310,15 @@ def _progress_bar(total: int) -> Any:
         return _NoBar()
     return tqdm(total=total, desc="MBT search", unit="batch", leave=False,
                 disable=not sys.stderr.isatty(), mininterval=0)
+
+
+def _progress(bar, done: int, total: int, report, t_search: float) -> None:
+    """Advance the bar; where there is none (no terminal, no tqdm), a line every
+    ``_PROGRESS_EVERY`` mini-batches, as the epoch lines."""
+    bar.update(1)
+    if bar.disable and done % _PROGRESS_EVERY == 0 and done < total:
+        logger.info("MBT search: %d/%d mini-batches, mean eta so far %.4g (%.1f s)", done,
+                    total, sum(report.per_batch) / done, time.perf_counter() - t_search)
 
 
 def _infer_sizes(batches: Iterable, dataset_size: int | None, batch_size: int | None):
@@ -486,7 +507,9 @@ class MBTFinder:
                 published ``model_main.py`` has ``lr_start = 100``).
             dataset_size, batch_size: for rho; taken from a DataLoader when omitted.
             alpha: overrides ``config.alpha`` for this search (the plateau rule).
-        """
+
+        Longer than 60 lines: the search's setup (sizes, scale, bounds, search mode)
+        and the restore that must wrap all of it, in one place."""
         cfg = self.config
         alpha = cfg.alpha if alpha is None else alpha
         check_range("alpha", alpha, 0.0, 1.0)
@@ -541,10 +564,49 @@ class MBTFinder:
         )
         return report
 
+    def _gradient(self, model, loss_fn, inputs, targets, params, buffers, b0, w_k, device,
+                  world: int):
+        """The one gradient of a mini-batch at ``w_k`` (averaged over ranks under DDP), with
+        BN buffers put back: ``(moved, base, g, f0, ||g||^2)``, where ``moved`` are the
+        parameters the loss reaches, ``base`` their values and ``g`` their gradients."""
+        with torch.enable_grad():
+            loss = loss_fn(_forward(model, inputs, self.config.bn_slices), targets)
+        if not (isinstance(loss, torch.Tensor) and loss.numel() == 1):
+            raise ValueError("loss_fn must return a scalar tensor")
+        if not loss.requires_grad:
+            raise ValueError("the loss does not depend on any trainable parameter")
+        # Under DDP every rank needs every gradient for the all-reduce (zeros: no move).
+        grads = torch.autograd.grad(loss, params, allow_unused=True,
+                                    materialize_grads=world > 1)
+        if world > 1:
+            grads = _averaged(grads, world)
+        if buffers:  # the forward updated BN statistics; trials start from w0's
+            torch._foreach_copy_(buffers, b0)
+        # Parameters the loss does not reach have no gradient: they do not move.
+        moved = [p for p, g in zip(params, grads, strict=True) if g is not None]
+        base = [w for w, g in zip(w_k, grads, strict=True) if g is not None]
+        g = [g for g in grads if g is not None]
+        if g:
+            sq = torch.stack([n.to(torch.float64) for n in torch._foreach_norm(g)])
+            sq = sq.square().sum()
+        else:
+            sq = torch.zeros((), dtype=torch.float64, device=device)
+        if world > 1:  # grads are the same everywhere already, the losses are not
+            f0, grad_sq = _mean_over_ranks(loss, world), float(sq)
+        else:  # one host sync for both numbers the Armijo test needs
+            f0, grad_sq = torch.stack([loss.detach().reshape(()).to(torch.float64),
+                                       sq.to(loss.device)]).tolist()
+        return moved, base, g, f0, grad_sq
+
     def _search(self, model, loss_fn, batches, params, buffers, b0, w_k, device, start, scale,
                 alpha, lo, hi, report: SearchReport, world: int) -> None:
         """The mini-batch loop; runs under no_grad in search mode (see :meth:`find`), as a
-        collective of ``world`` ranks when that is > 1."""
+        collective of ``world`` ranks when that is > 1.
+
+
+        Longer than 60 lines: the per-mini-batch steps of the code's
+        ``LRFinder.backtrack`` in their order (batch, gradient, two-way search,
+        record, walk on)."""
         cfg = self.config
         iterator = iter(batches)
         restarted_empty = False
@@ -570,33 +632,8 @@ class MBTFinder:
             inputs, targets = _to_device(inputs, device), _to_device(targets, device)
 
             torch._foreach_copy_(w_k, params)  # w_k: the trials' base point
-            with torch.enable_grad():
-                loss = loss_fn(_forward(model, inputs, cfg.bn_slices), targets)
-            if not (isinstance(loss, torch.Tensor) and loss.numel() == 1):
-                raise ValueError("loss_fn must return a scalar tensor")
-            if not loss.requires_grad:
-                raise ValueError("the loss does not depend on any trainable parameter")
-            # Under DDP every rank needs every gradient for the all-reduce (zeros: no move).
-            grads = torch.autograd.grad(loss, params, allow_unused=True,
-                                        materialize_grads=world > 1)
-            if world > 1:
-                grads = _averaged(grads, world)
-            if buffers:  # the forward updated BN statistics; trials start from w0's
-                torch._foreach_copy_(buffers, b0)
-            # Parameters the loss does not reach have no gradient: they do not move.
-            moved = [p for p, g in zip(params, grads, strict=True) if g is not None]
-            base = [w for w, g in zip(w_k, grads, strict=True) if g is not None]
-            g = [g for g in grads if g is not None]
-            if g:
-                sq = torch.stack([n.to(torch.float64) for n in torch._foreach_norm(g)])
-                sq = sq.square().sum()
-            else:
-                sq = torch.zeros((), dtype=torch.float64, device=device)
-            if world > 1:  # grads are the same everywhere already, the losses are not
-                f0, grad_sq = _mean_over_ranks(loss, world), float(sq)
-            else:  # one host sync for both numbers the Armijo test needs
-                f0, grad_sq = torch.stack([loss.detach().reshape(()).to(torch.float64),
-                                           sq.to(loss.device)]).tolist()
+            moved, base, g, f0, grad_sq = self._gradient(
+                model, loss_fn, inputs, targets, params, buffers, b0, w_k, device, world)
             if not math.isfinite(f0):
                 logger.warning("MBT search: non-finite loss %r on mini-batch %d", f0, k)
 
@@ -614,14 +651,7 @@ class MBTFinder:
                 trial, f0, grad_sq, eta_start, alpha=alpha, beta=cfg.beta, lo=lo, hi=hi,
                 stop_tol=cfg.stop_tol,
             )
-            report.starts.append(eta_start)
-            report.per_batch.append(eta)
-            report.bound_hits.append(hit)
-            report.f0.append(f0)
-            report.grad_sq_norms.append(grad_sq)
-            report.trials.append(tried)
-            report.func_evals += len(tried)
-            report.grad_evals += 1
+            report.add(eta_start, eta, hit, f0, grad_sq, tried)
             logger.debug("MBT batch %d: start %.6g -> eta %.6g (%d trials%s)", k, eta_start,
                          eta, len(tried), ", bound hit" if hit else "")
 
@@ -631,11 +661,7 @@ class MBTFinder:
                 torch._foreach_add_(moved, g, alpha=-eta * scale)
             # Later mini-batches start from the running mean (code: max(lr_min, mean)).
             eta_start = max(lo, sum(report.per_batch) / len(report.per_batch))
-            bar.update(1)
-            if bar.disable and (k + 1) % _PROGRESS_EVERY == 0 and k + 1 < cfg.num_batches:
-                logger.info("MBT search: %d/%d mini-batches, mean eta so far %.4g (%.1f s)",
-                            k + 1, cfg.num_batches, sum(report.per_batch) / (k + 1),
-                            time.perf_counter() - t_search)
+            _progress(bar, k + 1, cfg.num_batches, report, t_search)
 
         bar.close()
         if not report.per_batch:

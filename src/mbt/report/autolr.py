@@ -379,6 +379,10 @@ def _place_labels(fig: Figure, ax, texts: list, xs: list[float], ys: list[float]
 
 
 def _figure(groups: dict, records: list[dict], path: Path, protocol) -> Path:
+    """``autolr.png``: per task, accuracy against total cost and accuracy per epoch.
+
+    Longer than 60 lines: one figure of two panels per task, drawn top to bottom; its
+    labels, limits and legends are set where each panel is drawn."""
     fig = Figure(figsize=(15, 5.2 * len(groups)), layout="constrained")
     axes = fig.subplots(len(groups), 2, squeeze=False)
     # One colour per method across panels; past 10 methods tab10 would repeat colours,

@@ -233,7 +233,11 @@ _INIT_NAME = {"torch": "torch init (γ = 1)", "legacy": "legacy init (γ ~ U(0,1
 
 def table1(sel: Selection, ctx: Context) -> list[Path]:
     """Paper | ours under each BatchNorm init, the ratio to the paper per cell and the
-    per-row spread (docs/fidelity.md: the init is what separates us from the paper)."""
+    per-row spread (docs/fidelity.md: the init is what separates us from the paper).
+
+
+    Longer than 60 lines: one document (grids per init, ratios, spreads, ablations)
+    written top to bottom."""
     ref = paper.load("table1", ctx.paper_dir)
     paper_by = {(r["batch_size"], r["lr_key"]): r for r in ref.to_dict("records")}
     found = {variant(r) for r in sel.records}

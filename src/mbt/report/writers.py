@@ -71,7 +71,10 @@ def commands(target: str, protocol: str | None, ctx: Context) -> tuple[str, str]
 
 def header(title: str, sel: Selection, ctx: Context, notes: Iterable[str] = ()) -> list[str]:
     """Markdown lines: title, loud warnings (synthetic / partial data, not the paper's
-    protocol), then a provenance table (protocol, runs, seeds, epochs, devices, commits)."""
+    protocol), then a provenance table (protocol, runs, seeds, epochs, devices, commits).
+
+    Longer than 60 lines: each provenance row is a few lines of its own, in the order the
+    table shows them."""
     rs = sel.records
     n = len(rs)
     lines = [stamp(sel.target, sel.protocol, n, sel.cells), f"# {title}", ""]

@@ -82,7 +82,11 @@ def run_toy(
     record: bool = False,
     progress: bool = False,
 ) -> ToyResult:
-    """Iterate ``method`` on ``function`` from ``start``; see the module docstring."""
+    """Iterate ``method`` on ``function`` from ``start``; see the module docstring.
+
+
+    Longer than 60 lines: one iteration loop over the paper's methods, with the stopping
+    rules and the history recorded inline."""
     f = get_function(function)
     if len(start) != 2:
         raise ValueError(f"start must have 2 coordinates, got {list(start)}")
