@@ -229,3 +229,27 @@ def test_group_always_names_its_protocol_and_tags_the_cell():
     assert run_group({**config, "experiment": None, "protocol": "smoke"}, {}) == "adhoc-smoke"
     assert run_tags(config, {"tags": ["mine", "optim:sgd"]}) == [
         "protocol:full", "model:resnet18", "dataset:cifar10", "optim:sgd", "init:legacy", "mine"]
+
+
+def test_per_batch_etas_equal_up_to_rounding_still_log_a_histogram():
+    """A fig3 cpu run crashed at epoch 9: etas a few ulps apart cannot be cut into 64
+    bins by numpy, and wandb.Histogram raised."""
+    import math as _math
+
+    import wandb
+
+    from mbt.tracking import WandbTracker
+
+    class Run:
+        logged: list = []
+
+        def log(self, metrics, step):
+            self.logged.append(metrics)
+
+    tracker = WandbTracker.__new__(WandbTracker)
+    tracker._wandb, tracker.run = wandb, Run()
+    eta = 0.0658
+    tracker.log({"search_per_batch": [eta] * 10 + [_math.nextafter(eta, 1.0)] * 10,
+                 "train_loss": 1.0}, step=1)
+    hist = tracker.run.logged[-1][WANDB_KEYS["search_per_batch"]]
+    assert isinstance(hist, wandb.Histogram)

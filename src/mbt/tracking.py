@@ -204,8 +204,17 @@ class WandbTracker:
         if key in metrics:  # a histogram per epoch; a list would not chart
             finite = [v for v in metrics.pop(key) if math.isfinite(v)]
             if finite:
-                metrics[key] = self._wandb.Histogram(finite)
+                metrics[key] = self._histogram(finite)
         self.run.log(metrics, step=step)
+
+    def _histogram(self, values: list[float]):
+        """W&B's 64-bin histogram; one bin where the values span too few ulps for 64 (the
+        search's etas are often equal up to rounding, and numpy then refuses to bin them:
+        that crashed a 30-epoch run at epoch 9)."""
+        try:
+            return self._wandb.Histogram(values)
+        except ValueError:
+            return self._wandb.Histogram(values, num_bins=1)
 
     def log_search(self, report) -> None:
         """One MBT search (an ``mbt.optim.SearchReport``): the accepted eta of each
