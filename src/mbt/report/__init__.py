@@ -63,7 +63,8 @@ def missing_message(sel: Selection) -> str:
     p = sel.protocol
     where = f"no {p} runs" if p else "no runs"
     also = (f" (present: {', '.join(sel.others)})" if sel.others and p else "")
-    cmd = f"make reproduce-{sel.target}" + (f" PROTOCOL={p}" if p else "")
+    make = sel.spec.reproduce if sel.spec else f"reproduce-{sel.target}"
+    cmd = f"make {make}" + (f" PROTOCOL={p}" if p else "")
     return f"{sel.target}: {where} of experiment {sel.target!r}{also}; `{cmd}` produces them"
 
 
@@ -91,7 +92,7 @@ def write_index(out: str | Path, records: list[dict], *, protocol: str | None = 
     for spec in TARGETS:
         sel = select(records, spec, protocol)
         files = ", ".join(f"[`{p.name}`]({p.name})" for p in sorted(out.glob(f"{spec.name}.*")))
-        make_cmd, report_cmd = commands(spec.name, sel.protocol, ctx)
+        make_cmd, report_cmd = commands(spec.name, sel.protocol, ctx, spec.reproduce)
         rows.append([spec.title, spec.what, status_line(sel), files,
                      f"`{make_cmd}`, `{report_cmd}`"])
         total += len(sel.records)
