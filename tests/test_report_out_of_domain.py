@@ -146,10 +146,14 @@ def test_text_ranks_by_lowest_loss_and_diverged_counts_as_uniform(records, tmp_p
 
 
 def test_cifar_dedupes_run_keys_takes_the_autolr_settings_and_mbt_at_1e2(records, tmp_path):
-    md, rows = _build(records, tmp_path)
+    # the same run recorded under table2 and autolr (one run key), not merged by a ledger read
+    twice = [run(CIFAR, "sgd", 0.1, 0, (40.0, 50.0), 7.0, experiment=e)
+             for e in ("table2", "autolr")]
+    md, rows = _build(records + twice, tmp_path)
     sgd = rows[("cifar10", "sgd")]
     assert sgd["seeds"] == "0" and sgd["runs_paid"] == "1" and float(sgd["cost_s"]) == 7.0
-    assert rows[("cifar10", "mbt_mmt")]["lr"] == "1e-2"     # Table 2's MBT at 1e-1 not read
+    mmt = rows[("cifar10", "mbt_mmt")]     # Table 2's MBT at 1e-1 is not one of its runs
+    assert (mmt["lr"], mmt["left_out_other_lrs"]) == ("1e-2", "0")
     assert ("cifar10", "adagrad") not in rows and ("cifar10", "sls") not in rows
     assert "**Left out.** CIFAR-10 (ResNet18): the runs with 8 epochs, batch 100, subset " \
            "2000 (most of its autolr runs); left out, other settings: 3 epochs, batch 100, " \
@@ -277,3 +281,14 @@ def test_grids_agree_with_the_presets():
     assert GRIDS[TEXT][None] == lrs(conf / "out_of_domain_text_grid.yaml")
     assert GRIDS[FMNIST]["cpu"] == lrs(conf / "protocols" / "out_of_domain_grid_cpu.yaml")
     assert GRIDS[TEXT]["cpu"] == lrs(conf / "protocols" / "out_of_domain_text_grid_cpu.yaml")
+
+
+def test_verdict_compares_with_the_tasks_listed_baselines_only(records, tmp_path):
+    # a tuned Adam grid (not a baseline of the image tasks) better than SGD: shown and
+    # ranked, but the verdict's tuned reference stays SGD
+    adam = [run(FMNIST, "adam", lr, s, (50.0, 95.0)) for lr in (0.01, 0.001) for s in (0,)]
+    md, rows = _build(records + adam, tmp_path)
+    assert rows[("fashion_mnist", "adam")]["kind"] == "tuned"
+    assert rows[("fashion_mnist", "adam")]["rank"] == "1.0"
+    assert "**MBT-NAG**, mean 90.00: +0.00 points against SGD (tuned" in md
+    assert "holds without tuning" in md.split("**MBT-NAG**, mean 90.00")[1].split("\n")[0]
