@@ -152,6 +152,7 @@ def test_cifar_dedupes_run_keys_takes_the_autolr_settings_and_mbt_at_1e2(records
     md, rows = _build(records + twice, tmp_path)
     sgd = rows[("cifar10", "sgd")]
     assert sgd["seeds"] == "0" and sgd["runs_paid"] == "1" and float(sgd["cost_s"]) == 7.0
+    assert "| SGD | tuned | 1e-1 of 1e-1 | 0 | 50.00 (n=1) |" in md     # counted once
     mmt = rows[("cifar10", "mbt_mmt")]     # Table 2's MBT at 1e-1 is not one of its runs
     assert (mmt["lr"], mmt["left_out_other_lrs"]) == ("1e-2", "0")
     assert ("cifar10", "adagrad") not in rows and ("cifar10", "sls") not in rows
