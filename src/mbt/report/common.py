@@ -96,7 +96,7 @@ class Stat:
 def plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
-def stat(values: Iterable[float]) -> Stat | None:
+def stat(values: Iterable[float | None]) -> Stat | None:
     vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     if not vals:
         return None

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from .autolr import MBT, NAMES, _and, _round, _seconds
 from .common import (
@@ -69,7 +70,7 @@ TASKS = {FMNIST: "Fashion-MNIST (fmnist_cnn)", TEXT: "Text: fortunes (char_trans
 GRID_PRESET = {FMNIST: "out_of_domain_grid", TEXT: "out_of_domain_text_grid"}
 # The seed-0 grids the presets run (conf/experiment/*_grid.yaml and protocols/*_grid_<p>.yaml;
 # tests/test_report_out_of_domain.py checks they agree), for "incomplete grid".
-GRIDS = {
+GRIDS: dict[tuple[str, str], dict[str | None, tuple[float, ...]]] = {
     FMNIST: {"cpu": (0.3, 0.1, 0.03, 0.01), None: (1.0, 0.3, 0.1, 0.03, 0.01, 0.003)},
     TEXT: {"cpu": (0.003, 0.001, 0.0003, 0.0001), None: (0.01, 0.003, 0.001, 0.0003, 0.0001)},
     CIFAR: {None: LR_GRID},
@@ -417,7 +418,8 @@ def verdict(rows: list[OodRow], optim: str) -> tuple[str, bool | None]:
 def _overall(groups: dict) -> list[str]:
     out = []
     for optim in MBT:
-        holds, fails = [], []
+        holds: list[str] = []
+        fails: list[str] = []
         for task, rows in groups.items():
             h = verdict(rows, optim)[1]
             if h is not None:
@@ -514,22 +516,22 @@ _KIND_COLOR = {"tuned": "tab:orange", "automatic": "tab:blue"}
 
 
 def _metric_panel(ax, task, rows: list[OodRow]) -> None:
-    rows = [r for r in rows if r.metric is not None]
+    shown = [(r, r.metric) for r in rows if r.metric is not None]
     ax.set_title(_task_name(task), fontsize=10)
-    if not rows:
+    if not shown:
         ax.text(0.5, 0.5, "no runs yet", ha="center", va="center", transform=ax.transAxes)
         ax.set_xticks([])
         ax.set_yticks([])
         return
-    xs = range(len(rows))
-    ax.bar(xs, [r.mean for r in rows], yerr=[r.metric.std for r in rows], capsize=3,
-           color=[_KIND_COLOR.get(r.kind, "0.5") for r in rows],
-           edgecolor=["k" if r.optim in MBT else "none" for r in rows])
-    ax.set_xticks(list(xs), [r.name for r in rows], rotation=60, ha="right", fontsize=7)
+    xs = range(len(shown))
+    ax.bar(xs, [m.mean for _, m in shown], yerr=[m.std for _, m in shown], capsize=3,
+           color=[_KIND_COLOR.get(r.kind, "0.5") for r, _ in shown],
+           edgecolor=["k" if r.optim in MBT else "none" for r, _ in shown])
+    ax.set_xticks(list(xs), [r.name for r, _ in shown], rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("test loss (nats/char, lower is better)" if lower_is_better(task)
                   else "best-epoch test acc (%)")
-    lo = min(r.mean - r.metric.std for r in rows)
-    hi = max(r.mean + r.metric.std for r in rows)
+    lo = min(m.mean - m.std for _, m in shown)
+    hi = max(m.mean + m.std for _, m in shown)
     pad = 0.1 * (hi - lo) or 1.0
     ax.set_ylim(max(0.0, lo - pad), hi + pad)
 
@@ -555,9 +557,8 @@ def _figure(groups: dict, ranks, path: Path, protocol) -> Path:
         _metric_panel(ax, task, rows)
     kinds = {r.optim: r.kind for rows in groups.values() for r in rows}
     _rank_panel(axes[-1], ranks, kinds)
-    for kind, color in _KIND_COLOR.items():
-        axes[-1].bar([], [], color=color, label=kind)
-    axes[-1].legend(fontsize=7, loc="lower right")
+    axes[-1].legend(handles=[Patch(color=c, label=k) for k, c in _KIND_COLOR.items()],
+                    fontsize=7, loc="upper right")  # the shortest bars are at the top
     fig.suptitle("Out of domain: automatic lr methods vs tuned baselines (mean ± std over "
                  "seeds)" + ("" if protocol == "full" else f" [{protocol}]"))
     path.parent.mkdir(parents=True, exist_ok=True)
