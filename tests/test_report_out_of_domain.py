@@ -293,3 +293,5 @@ def test_verdict_compares_with_the_tasks_listed_baselines_only(records, tmp_path
     assert rows[("fashion_mnist", "adam")]["rank"] == "1.0"
     assert "**MBT-NAG**, mean 90.00: +0.00 points against SGD (tuned" in md
     assert "holds without tuning" in md.split("**MBT-NAG**, mean 90.00")[1].split("\n")[0]
+    lines, skipped = tuned_choices(records + adam, "cpu")   # nor a line for its seeds 1-2
+    assert not any("adam:" in x or "optim=adam " in x for x in lines + skipped)

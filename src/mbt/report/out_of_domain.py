@@ -332,7 +332,8 @@ def mean_ranks(groups: dict) -> list[tuple[str, float, dict]]:
 
 def tuned_choices(records: list[dict], protocol: str) -> tuple[list[str], list[str]]:
     """(Hydra override lines for the seeds 1-2 of each tuned grid at its seed-0 best lr,
-    the methods skipped for an incomplete seed-0 grid): Fashion-MNIST and text only."""
+    the methods skipped for an incomplete seed-0 grid): Fashion-MNIST and text only, each
+    task's baselines only (the grid presets run those)."""
     from .targets import by_name  # the target list imports this module
 
     sel = select_runs(records, by_name("out_of_domain"), protocol)
@@ -341,8 +342,8 @@ def tuned_choices(records: list[dict], protocol: str) -> tuple[list[str], list[s
         if task not in GRID_PRESET:
             continue
         for row in rows:
-            if row.kind != "tuned":
-                continue
+            if row.kind != "tuned" or row.optim not in BASELINES[task]:
+                continue  # another tuned method (one run by hand) is not the preset's
             incomplete = [m for m in row.missing if m.startswith(("seed-0", "no seed-0"))]
             if incomplete:
                 skipped.append(f"{_task_name(task)}: {row.optim}: {incomplete[0]}")
