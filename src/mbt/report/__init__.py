@@ -1,10 +1,11 @@
 """``mbt.report``: the paper's tables and figures rebuilt from the run ledger, never by training.
 
-``python -m mbt.report <table1|table2|table3|fig2b|fig3|autolr|all>`` writes
+``python -m mbt.report <table1|table2|table3|fig2b|fig3|autolr|out_of_domain|all>`` writes
 ``results/<target>.{md,csv}`` (+ ``.png`` for figures, Table 1 and autolr), each beside the
 paper's numbers (``results/paper/*.csv``) with a header naming protocol, devices, seeds,
 commits and data flags; ``all`` also rewrites the index ``results/README.md``. ``autolr``
-goes beyond the paper: automatic-lr methods against tuned lr grids, tuning cost counted.
+goes beyond the paper: automatic-lr methods against tuned lr grids, tuning cost counted;
+``out_of_domain`` asks the same on Fashion-MNIST, a character language model and CIFAR-10.
 
 Library use::
 
@@ -63,7 +64,8 @@ def missing_message(sel: Selection) -> str:
     p = sel.protocol
     where = f"no {p} runs" if p else "no runs"
     also = (f" (present: {', '.join(sel.others)})" if sel.others and p else "")
-    cmd = f"make reproduce-{sel.target}" + (f" PROTOCOL={p}" if p else "")
+    make = sel.spec.reproduce if sel.spec else f"reproduce-{sel.target}"
+    cmd = f"make {make}" + (f" PROTOCOL={p}" if p else "")
     return f"{sel.target}: {where} of experiment {sel.target!r}{also}; `{cmd}` produces them"
 
 
@@ -91,7 +93,7 @@ def write_index(out: str | Path, records: list[dict], *, protocol: str | None = 
     for spec in TARGETS:
         sel = select(records, spec, protocol)
         files = ", ".join(f"[`{p.name}`]({p.name})" for p in sorted(out.glob(f"{spec.name}.*")))
-        make_cmd, report_cmd = commands(spec.name, sel.protocol, ctx)
+        make_cmd, report_cmd = commands(spec.name, sel.protocol, ctx, spec.reproduce)
         rows.append([spec.title, spec.what, status_line(sel), files,
                      f"`{make_cmd}`, `{report_cmd}`"])
         total += len(sel.records)

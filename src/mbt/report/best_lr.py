@@ -5,6 +5,11 @@ protocol runs there (issue 23: at least 3 seeds at each optimizer's best start l
 per optimizer whose 9 start lrs are all in the ledger (``optim=sgd optim.lr=0.1``); an
 optimizer with cells missing is named on stderr and skipped, so a Makefile loop runs
 only the seeds whose best lr is already known.
+
+``--target out_of_domain`` prints the tuned grids of issue 25's Fashion-MNIST and text tasks
+instead, one line with its preset each (``experiment=out_of_domain_grid optim=nag
+optim.lr=0.1``), the lr chosen on seed 0 (:func:`.out_of_domain.tuned_choices`); CIFAR-10's
+tuned seeds are Table 2's lines.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import argparse
 import sys
 
 from .common import accuracies, lr_key
+from .out_of_domain import tuned_choices
 from .paper import LR_GRID
 from .selection import load_ledger, select
 from .targets import by_name
@@ -44,7 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m mbt.report.best_lr", description=__doc__)
     p.add_argument("--ledger", default="runs/ledger.jsonl")
     p.add_argument("--protocol", default="cpu")
+    p.add_argument("--target", choices=("table2", "out_of_domain"), default="table2")
     args = p.parse_args(argv)
+    if args.target == "out_of_domain":
+        lines, skipped = tuned_choices(load_ledger(args.ledger), args.protocol)
+        for why in skipped:
+            print(f"best_lr: {why} in {args.ledger}; its extra seeds wait", file=sys.stderr)
+        for line in lines:
+            print(line)
+        return 0
     best, missing = best_lrs(load_ledger(args.ledger), args.protocol)
     for optim, n in missing.items():
         print(f"best_lr: {optim}: {n} of 9 start lrs not in {args.ledger} yet; "

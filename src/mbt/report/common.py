@@ -10,6 +10,7 @@ import statistics
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mbt.ledger import PROTOCOLS  # the preference order of reports
 
@@ -70,6 +71,15 @@ class Target:
     beyond_paper: bool = False      # not one of the paper's tables/figures
     shared: Shared | None = None    # cells made by other presets' runs
     both_inits: bool = False        # shows every variant (model.bn_init, MBT bn_slices)
+    # Its own choice of runs (records, spec, protocol) -> Selection, where the plain one
+    # (:func:`.selection.select`) cannot express it (out_of_domain: runs of several presets
+    # with per-task settings).
+    selector: Callable[..., Any] | None = None
+    make: str | None = None         # its Makefile target is reproduce-<make> (default: name)
+
+    @property
+    def reproduce(self) -> str:
+        return f"reproduce-{self.make or self.name}"
 
 
 @dataclass(frozen=True)
@@ -86,7 +96,7 @@ class Stat:
 def plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
-def stat(values: Iterable[float]) -> Stat | None:
+def stat(values: Iterable[float | None]) -> Stat | None:
     vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     if not vals:
         return None

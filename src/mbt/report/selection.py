@@ -29,6 +29,7 @@ class Selection:
     cells: int = 0
     others: dict[str, int] = field(default_factory=dict)  # other protocol -> cells covered
     borrowed: dict[str, int] = field(default_factory=dict)  # other experiment -> runs shared
+    notes: list[str] = field(default_factory=list)  # what a custom selector left out, and why
 
 
 # What every target's cell_of, filter or label reads of a record: a hand edit that drops
@@ -111,7 +112,9 @@ def select(records: Iterable[dict], spec: Target, protocol: str | None = None) -
     target join, when they have the settings (epochs, batch size, subset) of one of the
     target's own runs under that protocol, or when the target has none of its own there.
     Targets that do not show every variant take the plain runs only (torch init, one
-    BatchNorm slice)."""
+    BatchNorm slice). A target with its own ``selector`` chooses its runs itself."""
+    if spec.selector is not None:
+        return spec.selector(records, spec, protocol)
     target, cell_of, shared = spec.name, spec.cell_of, spec.shared
     experiments = {target, *(shared.experiments if shared else ())}
     records = [r for r in records

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import autolr, figures, tables
+from . import autolr, figures, out_of_domain, tables
 from .common import Shared, Target, lr_key
 
 __all__ = ["OTHER_RESULTS", "TARGETS", "TOY_TARGETS", "ToyTarget", "by_name", "names"]
@@ -65,6 +65,17 @@ TARGETS: tuple[Target, ...] = (
                            lr_key(r.get("lr") or 0.0)),
         protocol_note="ResNet18 / CIFAR10, 200 epochs, batch 200; tuned baselines over the "
                       "paper's 9 start lrs"),
+    # Its runs are out_of_domain's and, for CIFAR-10, autolr's and Table 2's (same run
+    # keys): its own selector, not the shared-cells rule (settings differ per task).
+    Target(
+        "out_of_domain", "Beyond: out of domain",
+        "MBT and 10 automatic-lr methods vs tuned baselines on Fashion-MNIST, text, CIFAR-10",
+        kind="train", build=out_of_domain.out_of_domain, beyond_paper=True,
+        selector=out_of_domain.select_runs, make="ood",
+        cell_of=lambda r: (r.get("model"), r.get("dataset"), r.get("optim"),
+                           lr_key(r.get("lr") or 0.0)),
+        protocol_note="Fashion-MNIST 30 epochs, text 30 epochs, CIFAR-10 as autolr; 3 seeds; "
+                      "tuned grids at seed 0"),
 )
 
 

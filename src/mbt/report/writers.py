@@ -64,9 +64,10 @@ def _train_images(r: dict) -> str | None:
         return None
     return f"{n} (random subset)" if get(r, "data", "subset") else str(n)
 
-def commands(target: str, protocol: str | None, ctx: Context) -> tuple[str, str]:
+def commands(target: str, protocol: str | None, ctx: Context,
+             make: str | None = None) -> tuple[str, str]:
     p = protocol or "full"
-    return (f"make reproduce-{target} PROTOCOL={p}",
+    return (f"make {make or 'reproduce-' + target} PROTOCOL={p}",
             f"python -m mbt.report {target} --protocol {p}{ctx.report_args}")
 
 def header(title: str, sel: Selection, ctx: Context, notes: Iterable[str] = ()) -> list[str]:
@@ -111,7 +112,8 @@ def header(title: str, sel: Selection, ctx: Context, notes: Iterable[str] = ()) 
     if early:
         run_line += f", {early} stopped early by the MBT controller"
     others = ", ".join(f"{p}: {plural(c, 'cell')}" for p, c in sel.others.items())
-    make_cmd, report_cmd = commands(sel.target, sel.protocol, ctx)
+    make_cmd, report_cmd = commands(sel.target, sel.protocol, ctx,
+                                    sel.spec.reproduce if sel.spec else None)
     if sel.borrowed:
         run_line += "; " + ", ".join(f"{plural(k, 'run')} recorded under experiment `{e}`"
                                      for e, k in sorted(sel.borrowed.items())) + \
