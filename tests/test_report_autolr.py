@@ -29,7 +29,7 @@ def run(optim, lr, seed, accs, wall, *, status="finished", lrs=None, protocol="f
             "run_key": f"resnet18-cifar10-{optim}-lr{lr:g}-s{seed}-{protocol}",
             "status": status, "protocol": protocol, "experiment": "autolr",
             "model": "resnet18", "dataset": "cifar10", "optim": optim, "lr": lr,
-            "batch_size": 200, "epochs": n, "seed": seed, "epochs_completed": n,
+            "batch_size": 200, "epochs": max(n, 3), "seed": seed, "epochs_completed": n,
             "early_stopped": False, "best_test_acc": accs[best], "best_epoch": best + 1,
             "final_test_acc": accs[-1], "history": history, "wall_time": wall,
             "device": "cuda:0", "device_name": "NVIDIA H100 80GB HBM3", "git_commit": COMMIT,
@@ -184,3 +184,17 @@ def test_point_labels_do_not_overlap(tmp_path, monkeypatch):
         assert not any(a.overlaps(b) for b in texts[i + 1:]), f"label {i} overlaps a label"
         assert not any(a.overlaps(m) for m in markers), f"label {i} covers a marker"
         assert not a.overlaps(boxes["legend"]), f"label {i} is under the legend"
+
+
+def test_autolr_takes_the_settings_most_runs_share(ledger_path, tmp_path):
+    # an older preset of the same protocol (fewer epochs): kept in the ledger, never pooled
+    old = run("dog", 1.0, 0, (95.0, 99.0), 10.0)
+    old.update(epochs=2, run_key="resnet18-cifar10-dog-old")
+    ledger.append(ledger_path, old)
+    out = tmp_path / "results"
+    result = build("autolr", load_ledger(ledger_path), out)
+    assert len(result.selection.records) == 9
+    assert "dog" not in _rows(out / "autolr.csv")
+    assert ("**Left out.** Beyond: autolr: the runs with 3 epochs, batch 200 (most of its "
+            "runs); left out, other settings: 2 epochs, batch 200: 1 run.") in \
+        (out / "autolr.md").read_text()

@@ -157,8 +157,8 @@ def test_cifar_dedupes_run_keys_takes_the_autolr_settings_and_mbt_at_1e2(records
     assert (mmt["lr"], mmt["left_out_other_lrs"]) == ("1e-2", "0")
     assert ("cifar10", "adagrad") not in rows and ("cifar10", "sls") not in rows
     assert "**Left out.** CIFAR-10 (ResNet18): the runs with 8 epochs, batch 100, subset " \
-           "2000 (most of its autolr runs); left out, other settings: 3 epochs, batch 100, " \
-           "subset 2000: 1 run." in md
+           "2000 (most runs of the listed methods); left out, other settings: 3 epochs, " \
+           "batch 100, subset 2000: 1 run." in md
 
 
 def test_automatic_method_at_a_non_default_lr_is_left_out_not_tuned(records, tmp_path):

@@ -517,8 +517,9 @@ def autolr(sel: Selection, ctx: Context) -> list[Path]:
     for (model, dataset), said in verdicts.items():
         prefix = f"{_name(model)} / {_name(dataset)}: " if many else ""
         summary += [f"**MBT.** {prefix}{s}" for s in said]
+    notes = [*summary, *_notes(groups, sel.records), *(f"**Left out.** {n}" for n in sel.notes)]
     lines = header("Beyond the paper: automatic learning-rate methods vs tuned baselines, "
-                   "tuning cost counted", sel, ctx, [*summary, *_notes(groups, sel.records)])
+                   "tuning cost counted", sel, ctx, notes)
     lines += ["![autolr](autolr.png)", ""]
     cols = ["method", "kind", "start lr", "runs paid (per seed)", "total time per seed",
             "best-epoch acc (mean ± std, n)", "final-epoch acc", "acc at median grid point",

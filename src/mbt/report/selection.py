@@ -3,8 +3,10 @@ sample per (cell, seed, init), the protocol covering the most cells, shared cell
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import numbers
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,3 +158,39 @@ def select(records: Iterable[dict], spec: Target, protocol: str | None = None) -
             borrowed[str(r.get("experiment"))] = borrowed.get(str(r.get("experiment")), 0) + 1
     return Selection(target, chosen if chosen_records else protocol, chosen_records, spec,
                      cells.get(chosen, 0), others, borrowed)
+
+
+def _fmt_settings(s: tuple) -> str:
+    epochs, batch, subset = s
+    return f"{epochs} epochs, batch {batch}" + (f", subset {subset}" if subset else "")
+
+
+def majority_settings(runs: list[dict], votes: list[dict], what: str, who: str
+                      ) -> tuple[list[dict], str | None]:
+    """``runs`` at the settings (epochs, batch, subset) most of ``votes`` share, and a note
+    naming what was left out (None: nothing was). One protocol's preset can change between
+    sessions (autolr cpu went from 3 to 8 epochs); its older records stay in the append-only
+    ledger and must never be pooled with the new ones. Ties go to the larger settings."""
+    counts = Counter(_settings(r) for r in votes or runs)
+    if not counts:
+        return runs, None
+    best = max(counts, key=lambda s: (counts[s], tuple(-1 if v is None else v for v in s)))
+    kept = [r for r in runs if _settings(r) == best]
+    other = Counter(_settings(r) for r in runs if _settings(r) != best)
+    if not other:
+        return kept, None
+    left = "; ".join(f"{_fmt_settings(s)}: {plural(n, 'run')}" for s, n in sorted(
+        other.items(), key=lambda kv: str(kv[0])))
+    return kept, (f"{what}: the runs with {_fmt_settings(best)} ({who}); left out, other "
+                  f"settings: {left}.")
+
+
+def select_majority_settings(records: Iterable[dict], spec: Target,
+                             protocol: str | None = None) -> Selection:
+    """:func:`select`, then only the runs at the settings most of them share (autolr)."""
+    sel = select(records, dataclasses.replace(spec, selector=None), protocol)
+    kept, note = majority_settings(sel.records, sel.records, spec.title, "most of its runs")
+    if note is None:
+        return sel
+    return dataclasses.replace(sel, records=kept, cells=len({spec.cell_of(r) for r in kept}),
+                               notes=[*sel.notes, note])
