@@ -8,6 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
 
+from mbt import ledger
 from mbt.config import ConfigError, validate
 from mbt.config_paths import CONF_DIR
 from mbt.data import build_loaders_from_config
@@ -97,8 +98,25 @@ def test_cpu_protocol_is_real_data_sized_for_two_cores(compose, preset):
     cfg = compose(f"experiment={preset}", "protocol=cpu")
     validate(without_hydra(cfg))
     assert cfg.protocol.name == "cpu" and cfg.experiment == "autolr"
-    assert cfg.data.subset == 2000 and cfg.trainer.epochs == 3
+    assert cfg.data.subset == 2000 and cfg.trainer.epochs == 8
     assert cfg.data.synthetic_fallback is False, "cpu results must come from real images"
+
+
+@pytest.mark.parametrize(("ours", "table2"), [
+    (("experiment=autolr_grid", "optim=sgd", "optim.lr=10"),
+     ("experiment=table2", "optim=sgd", "optim.lr=10")),
+    (("experiment=autolr_grid", "optim=nag", "optim.lr=0.1", "seed=2"),
+     ("experiment=table2", "optim=nag", "optim.lr=0.1", "seed=2")),
+    (("experiment=autolr", "optim=mbt_nag", "seed=1"),
+     ("experiment=table2_mbt", "optim=mbt_nag", "seed=1"))])
+def test_cpu_autolr_cells_are_table2_cells(compose, ours, table2):
+    """Issue 25: CIFAR's tuned SGD/NAG and MBT runs of the out-of-domain comparison are Table
+    2's cpu runs, trained once: the same run key (the experiment is not part of it)."""
+    data = {"n_train": 5170, "n_test": 1017, "files": "x"}
+    keys = [ledger.run_key(OmegaConf.to_container(without_hydra(
+        compose(*o, "protocol=cpu")), resolve=True, enum_to_str=True), data)
+        for o in (ours, table2)]
+    assert keys[0] == keys[1]
 
 
 def test_cpu_protocol_is_refused_where_no_preset_defines_it(compose):
