@@ -144,7 +144,7 @@ reproduce-ood: install ## beyond the paper: MBT and 10 other automatic-lr method
 levelling-ood: install ## issue 25's epoch check (protocol cpu) -> results/levelling.jsonl
 	$(TRAIN) --multirun experiment=out_of_domain_grid optim=nag optim.lr=0.1 trainer.epochs=30 seed=0 protocol=cpu paths.ledger=results/levelling.jsonl $(ARGS)
 	$(TRAIN) --multirun experiment=out_of_domain optim=mbt_nag trainer.epochs=30 seed=0 protocol=cpu paths.ledger=results/levelling.jsonl $(ARGS)
-	$(TRAIN) --multirun experiment=out_of_domain_text_grid optim=adamw optim.lr=0.001 trainer.epochs=24 seed=0 protocol=cpu paths.ledger=results/levelling.jsonl $(ARGS)
+	$(TRAIN) --multirun experiment=out_of_domain_text_grid optim=adamw optim.lr=0.001 data.block_size=128 data.subset=1024 trainer.epochs=24 seed=0 protocol=cpu paths.ledger=results/levelling.jsonl $(ARGS)
 	$(TRAIN) --multirun experiment=out_of_domain_text_grid optim=adamw optim.lr=0.003 data.block_size=64 data.subset=4096 trainer.epochs=30 trainer.eval_every=3 seed=0 protocol=cpu paths.ledger=results/levelling.jsonl $(ARGS)
 
 reproduce-all: reproduce-toy reproduce-table1 reproduce-table2 reproduce-table3 reproduce-fig2 reproduce-fig3 ## every target above
