@@ -479,6 +479,18 @@ def test_shared_runs_join_only_with_the_targets_settings():
     assert len(alone.records) == 1 and alone.borrowed == {"fig3": 1}
 
 
+def test_target_without_runs_of_its_own_takes_the_first_sharing_experiments_settings():
+    # Table 3 shares ResNet18 MBT cells with Table 2 (8-epoch presets) and Figure 3 (longer):
+    # with none of its own yet, it must not pool a 3-epoch and a 5-epoch run of one cell.
+    short = train_record("table2", "mbt_nag", 0.01)                    # 3 epochs
+    longer = train_record("fig3", "mbt_nag", 0.01, accs=(1.0,) * 5)    # 5 epochs, newer
+    longer["run_key"] += "-e5"
+    sel = select([short, longer], by_name("table3"))
+    assert [r["epochs"] for r in sel.records] == [3] and sel.borrowed == {"table2": 1}
+    # Figure 3's runs alone still make a Table 3
+    assert len(select([longer], by_name("table3")).records) == 1
+
+
 def test_write_index_lists_other_results(tmp_path):
     (tmp_path / "fig2a.md").write_text("x")
     text = write_index(tmp_path, [], ctx=Context(out=tmp_path)).read_text()

@@ -112,7 +112,8 @@ def select(records: Iterable[dict], spec: Target, protocol: str | None = None) -
 
     With ``spec.shared``, runs recorded under those experiments that are cells of the
     target join, when they have the settings (epochs, batch size, subset) of one of the
-    target's own runs under that protocol, or when the target has none of its own there.
+    target's own runs under that protocol, or, when the target has none of its own there,
+    those of the first experiment in ``shared.experiments`` that has runs.
     Targets that do not show every variant take the plain runs only (torch init, one
     BatchNorm slice). A target with its own ``selector`` chooses its runs itself."""
     if spec.selector is not None:
@@ -140,6 +141,12 @@ def select(records: Iterable[dict], spec: Target, protocol: str | None = None) -
     for p in {*own, *other}:
         mine = own.get(p, [])
         settings = {_settings(r) for r in mine}
+        if not settings and shared:
+            # None of its own runs yet: the settings of the first sharing experiment that has
+            # runs (Table 3 takes Table 2's 8-epoch runs, not Figure 3's 30-epoch ones).
+            first = next((e for e in shared.experiments
+                          if any(e in _experiments(r) for r in other.get(p, []))), None)
+            settings = {_settings(r) for r in other.get(p, []) if first in _experiments(r)}
         by_protocol[p] = mine + [r for r in other.get(p, [])
                                  if not settings or _settings(r) in settings]
     by_protocol = {p: rs for p, rs in by_protocol.items() if rs}
