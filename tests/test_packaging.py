@@ -391,3 +391,12 @@ def test_citation_cff_agrees_with_pyproject():
 def test_changelog_has_an_unreleased_section():
     text = (ROOT / "CHANGELOG.md").read_text()
     assert text.startswith("# Changelog") and "\n## [Unreleased]\n" in text
+
+
+def test_install_hints_name_the_form_that_works_for_this_install(monkeypatch, tmp_path):
+    """A wheel install has no checkout to install ``-e .`` from: its hints name the package."""
+    from mbt import config_paths
+
+    assert config_paths.install_hint("slurm") == "pip install -e '.[slurm]'"  # this checkout
+    monkeypatch.setattr(config_paths, "REPO_ROOT", tmp_path)  # site-packages' parent
+    assert config_paths.install_hint("slurm") == "pip install 'mbt[slurm]'"

@@ -8,7 +8,9 @@ import importlib
 import sys
 from collections.abc import Callable
 
-EXTRA_HINT = "pip install 'mbt[train]'"
+from mbt.config_paths import install_hint
+
+EXTRA_HINT = install_hint("train")
 
 
 def _command(script: str, module: str) -> Callable[[], object]:

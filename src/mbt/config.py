@@ -20,7 +20,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
-from mbt.config_paths import CONF_DIR
+from mbt.config_paths import CONF_DIR, install_hint
 from mbt.data import DATA_INPUTS, DATASETS, PIPELINES
 from mbt.data.transforms import AUGMENTS, NORMALIZES
 from mbt.ledger import PROTOCOLS
@@ -221,7 +221,7 @@ def _check_optimizer_args(cfg: DictConfig) -> None:
         missing = _missing_module(err)
         if missing:  # e.g. optim=prodigy without the autolr extra
             extra = _extra_providing(missing)
-            how = f"pip install -e '.[{extra}]'" if extra else f"install the package {missing!r}"
+            how = install_hint(extra) if extra else f"install the package {missing!r}"
             raise ConfigError(f"optim={cfg.optim.name} needs {missing!r}, which is not "
                               f"installed: {how}") from err
         cause = err.__cause__ or err

@@ -18,3 +18,11 @@ def _shipped_or_checkout(shipped: str, checkout: str) -> Path:
 
 CONF_DIR = _shipped_or_checkout("conf", "conf")
 PAPER_DIR = _shipped_or_checkout("paper_data", "results/paper")
+
+
+def install_hint(extra: str) -> str:
+    """The command that adds ``extra`` to this install: the editable form in a source
+    checkout, the package form in a wheel install (where ``-e .`` means nothing)."""
+    if (REPO_ROOT / "pyproject.toml").is_file():
+        return f"pip install -e '.[{extra}]'"
+    return f"pip install 'mbt[{extra}]'"

@@ -38,6 +38,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mbt.checkpoint import CheckpointError
 from mbt.config import ConfigError, near_miss
+from mbt.config_paths import install_hint
 from mbt.data import DataError
 from mbt.ledger import LedgerError, strict
 from mbt.run import RunIOError
@@ -150,7 +151,7 @@ _PLUS_GROUP = re.compile(r"Multiple values for (\S+?)\. To override a value use 
                          r"'override \1: ?(\S+?)'")
 _SUBMITIT = ("hydra_submitit_launcher", "submitit")
 _SLURM_EXTRA = ("the submitit launcher (hydra/launcher=slurm|local_gpus) is not installed: "
-                "pip install -e '.[slurm]'")
+                + install_hint("slurm"))
 
 
 def _hint(err: BaseException) -> str:

@@ -36,6 +36,8 @@ import argparse
 import sys
 from typing import Any
 
+from mbt.config_paths import install_hint
+
 from .common import DISPLAY, PROTOCOLS, ReportError
 from .wandb_source import require_online
 
@@ -59,7 +61,7 @@ def _wr():
         from wandb_workspaces import expr
     except ImportError as err:
         raise ReportError("wandb-dashboard needs the wandb-workspaces package: "
-                          "pip install -e '.[wandb]'") from err
+                          + install_hint("wandb")) from err
     return wr, expr
 
 
