@@ -568,3 +568,23 @@ def test_record_from_wandb_reads_namespaced_runs():
     rec = record_from_wandb(search)
     assert (rec["kind"], rec["search_lr"], rec["func_evals"], rec["seconds"]) == (
         "lr_search", 0.005, 40, 3.0)
+
+
+def test_table2_and_autolr_see_each_others_cells():
+    """autolr's cpu SGD/NAG/MBT runs have Table 2's run keys, so whichever preset trained a
+    cell first labels it; both reports (and best_lr's extra seeds) must still see it. A run
+    with a divergence cut-off (autolr's other presets) is not a Table 2 cell."""
+    from mbt.report.best_lr import best_lrs
+    from mbt.report.paper import LR_GRID
+
+    grid = [train_record("autolr", "sgd", lr, protocol="cpu",
+                         accs=(10.0, 90.0 if lr == 0.1 else 50.0, 40.0)) for lr in LR_GRID]
+    mbt = train_record("table2", "mbt_nag", 0.01, protocol="cpu")
+    cut = train_record("autolr", "nag", 0.1, protocol="cpu")
+    cut["config"] = {"trainer": {"diverge_factor": 10.0}}
+    records = [*grid, mbt, cut]
+    table2 = select(records, by_name("table2"), "cpu")
+    assert sorted(r["optim"] for r in table2.records) == ["mbt_nag"] + ["sgd"] * 9
+    assert best_lrs(records, "cpu")[0] == {"sgd": 0.1}
+    autolr = select(records, by_name("autolr"), "cpu")
+    assert sorted(r["optim"] for r in autolr.records) == ["mbt_nag", "nag"] + ["sgd"] * 9

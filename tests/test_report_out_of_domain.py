@@ -312,3 +312,33 @@ def test_levelling_line_reports_the_top_methods_last_quarter(tmp_path):
             "points from epoch 3 to epoch 4 (the last quarter; mean over 2 seeds).") in md
     assert ("**Levelling.** SLS, first here, moved its best-so-far test loss by -0.100 nats "
             "from epoch 3 to epoch 4") in md
+
+
+def test_cifar_keeps_the_method_list_and_text_never_pools_two_contexts(tmp_path):
+    path = tmp_path / "ledger.jsonl"
+    recs = [run(CIFAR, o, lr, 0, (40.0, 50.0), experiment="autolr")
+            for o, lr in (("dog", 1.0), ("sgd_cosine", 0.1), ("mmt", 0.01), ("adam", 0.001))]
+    recs += [run(CIFAR, "mbt_nag", 0.01, 0, (40.0, 45.0), experiment="table3")]
+    short = [run(TEXT, "sls", 1.0, s, (1.0, 2.0), losses=(2.0, 1.9)) for s in range(3)]
+    for r in short:
+        r["data"]["block_size"] = 64
+    other = run(TEXT, "sls", 1.0, 0, (1.0, 2.0), losses=(2.0, 1.0))
+    other["data"]["block_size"] = 128
+    other["run_key"] += "-ctx128"
+    for r in [*recs, *short, other]:
+        ledger.append(path, r)
+    md, rows = _build(load_ledger(path), tmp_path)
+    assert {o for d, o in rows if d == "cifar10"} == {"dog", "mbt_nag"}
+    sls = rows[("fortunes", "sls")]
+    assert float(sls["metric_mean"]) == pytest.approx(1.9) and sls["seeds"] == "0 1 2"
+    assert "context 128: 1 run" in md
+
+
+def test_levelling_reads_every_seed_at_the_shortest_runs_end(tmp_path):
+    path = tmp_path / "ledger.jsonl"
+    for r in [run(FMNIST, "prodigy", 1.0, 0, (80.0, 90.0, 91.0, 91.5)),
+              # an early stop at epoch 4 of 8: the other seed is read at epoch 4 too
+              run(FMNIST, "prodigy", 1.0, 1, (80.0, 90.0, 89.0, 91.0, 92.0, 93.0, 94.0, 95.0))]:
+        ledger.append(path, r)
+    md, _ = _build(load_ledger(path), tmp_path)
+    assert "by +0.75 points from epoch 3 to epoch 4" in md

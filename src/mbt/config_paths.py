@@ -23,6 +23,6 @@ PAPER_DIR = _shipped_or_checkout("paper_data", "results/paper")
 def install_hint(extra: str) -> str:
     """The command that adds ``extra`` to this install: the editable form in a source
     checkout, the package form in a wheel install (where ``-e .`` means nothing)."""
-    if (REPO_ROOT / "pyproject.toml").is_file():
+    if PACKAGE_DIR.parent.name == "src" and (REPO_ROOT / "pyproject.toml").is_file():
         return f"pip install -e '.[{extra}]'"
     return f"pip install 'mbt[{extra}]'"

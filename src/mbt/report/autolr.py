@@ -33,6 +33,8 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+from mbt.config_paths import install_hint
+
 from .common import DISPLAY, Context, Stat, accuracies, fmt_lr, lr_key, stat
 from .selection import Selection
 from .writers import header, md_table, write_csv, write_md
@@ -362,7 +364,7 @@ def _place_labels(fig: Figure, ax, texts: list, xs: list[float], ys: list[float]
     try:
         from adjustText import adjust_text
     except ImportError:
-        log.warning("autolr: adjustText is not installed (pip install 'mbt[report]'): point "
+        log.warning(f"autolr: adjustText is not installed ({install_hint('report')}): point "
                     "labels in panel (a) may overlap")
         return
     if not texts:

@@ -21,11 +21,11 @@ from .common import accuracies, lr_key
 from .out_of_domain import tuned_choices
 from .paper import LR_GRID
 from .selection import load_ledger, select
-from .targets import by_name
+from .targets import TABLE2_BASELINES, by_name
 
 __all__ = ["best_lrs", "main"]
 
-BASELINES = ("sgd", "mmt", "nag", "adagrad", "adadelta", "rmsprop", "adam", "adamax")
+BASELINES = TABLE2_BASELINES
 
 
 def best_lrs(records: list[dict], protocol: str, seed: int = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import numbers
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable
@@ -103,7 +104,8 @@ def _experiments(r: dict) -> set:
 
 def _settings(r: dict) -> tuple:
     # What the presets of one protocol fix for every cell (the sweep varies the rest).
-    return r.get("epochs"), r.get("batch_size"), get(r, "data", "subset")
+    return (r.get("epochs"), r.get("batch_size"), get(r, "data", "subset"),
+            get(r, "data", "block_size"))
 
 def select(records: Iterable[dict], spec: Target, protocol: str | None = None) -> Selection:
     """The records of target ``spec`` (``record["experiment"]``, ``spec.kind``) under
@@ -168,8 +170,9 @@ def select(records: Iterable[dict], spec: Target, protocol: str | None = None) -
 
 
 def _fmt_settings(s: tuple) -> str:
-    epochs, batch, subset = s
-    return f"{epochs} epochs, batch {batch}" + (f", subset {subset}" if subset else "")
+    epochs, batch, subset, block = s
+    return (f"{epochs} epochs, batch {batch}" + (f", subset {subset}" if subset else "")
+            + (f", context {block}" if block else ""))
 
 
 def majority_settings(runs: list[dict], votes: list[dict], what: str, who: str
@@ -181,7 +184,8 @@ def majority_settings(runs: list[dict], votes: list[dict], what: str, who: str
     counts = Counter(_settings(r) for r in votes or runs)
     if not counts:
         return runs, None
-    best = max(counts, key=lambda s: (counts[s], tuple(-1 if v is None else v for v in s)))
+    # None (all the images, the default context) is the largest setting
+    best = max(counts, key=lambda s: (counts[s], tuple(math.inf if v is None else v for v in s)))
     kept = [r for r in runs if _settings(r) == best]
     other = Counter(_settings(r) for r in runs if _settings(r) != best)
     if not other:
