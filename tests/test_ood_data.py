@@ -310,7 +310,11 @@ def test_out_of_domain_presets(compose, preset, model, data):
     validate(cfg)
     assert (cfg.model.name.name, cfg.data.name.name) == (model, data)
     assert cfg.experiment == "out_of_domain" and cfg.data.synthetic_fallback is False
-    assert cfg.data.subset == (1024 if data == "fortunes" else None)  # all 60 000 images
+    assert cfg.data.subset == (4096 if data == "fortunes" else None)  # all 60 000 images
+    if data == "fortunes":  # context 64, 128-step epochs (the levelling check's sizes)
+        assert (cfg.data.block_size, cfg.trainer.batch_size, cfg.trainer.epochs) == (64, 32, 16)
+    else:
+        assert (cfg.trainer.batch_size, cfg.trainer.epochs) == (128, 12)
 
 
 def test_out_of_domain_sweeps_every_method_at_three_seeds_and_grids_at_seed_0():
