@@ -151,7 +151,7 @@ def test_second_process_on_the_same_cell_waits_then_skips(compose, cifar10_root,
         second = subprocess.Popen([sys.executable, "-m", "mbt.train", *args], cwd=tmp_path,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         seen = ""
-        deadline = time.time() + 300  # until the second reaches the lock (slow on busy cores)
+        deadline = time.time() + 120  # until the second has reached the lock and waits
         while time.time() < deadline and second.poll() is None \
                 and "another process is running this cell" not in seen:
             seen += _read_ready(second)
@@ -167,11 +167,15 @@ def test_second_process_on_the_same_cell_waits_then_skips(compose, cifar10_root,
 
 
 def _read_ready(proc: subprocess.Popen) -> str:
-    """A line of ``proc``'s stderr if one is ready within 0.1 s, else ''."""
+    """What ``proc`` wrote to stderr, if anything arrives within 0.1 s, else ''. Read from
+    the file descriptor: ``readline`` on the text wrapper can pull the next lines into its
+    buffer, where ``select`` no longer sees them (the wait notice, printed right after the
+    run folder line, was then missed)."""
+    import os
     import select
 
     ready, _, _ = select.select([proc.stderr], [], [], 0.1)
-    return proc.stderr.readline() if ready else ""
+    return os.read(proc.stderr.fileno(), 65536).decode(errors="replace") if ready else ""
 
 
 # --- 4/5. reports never destroy or double-count results -------------------------------------
