@@ -35,7 +35,6 @@ from matplotlib.patches import Patch
 
 from .autolr import MBT, NAMES, _and, _round, _seconds
 from .common import (
-    PROTOCOLS,
     Context,
     Stat,
     Target,
@@ -47,7 +46,13 @@ from .common import (
     variant,
 )
 from .paper import LR_GRID
-from .selection import Selection, _experiments, _one_per_cell_and_seed, majority_settings
+from .selection import (
+    Selection,
+    _experiments,
+    _one_per_cell_and_seed,
+    choose_protocol,
+    majority_settings,
+)
 from .verdicts import _ranks, switch_epoch
 from .writers import header, md_table, write_csv, write_md
 
@@ -136,10 +141,7 @@ def select_runs(records: list[dict], spec: Target, protocol: str | None = None) 
         by_protocol.setdefault(str(r.get("protocol")), {})[r.get("run_key") or f"#{i}"] = r
     cells = {p: len({spec.cell_of(r) for r in rs.values()}) for p, rs in by_protocol.items()}
 
-    def rank(p: str) -> tuple[int, int]:
-        return (-cells[p], PROTOCOLS.index(p) if p in PROTOCOLS else len(PROTOCOLS))
-
-    chosen = protocol if protocol is not None else min(cells, key=rank, default=None)
+    chosen, others = choose_protocol(cells, protocol)
     tasks: dict[tuple[str, str], list[dict]] = {}
     for r in by_protocol.get(str(chosen), {}).values():
         tasks.setdefault(_task(r), []).append(r)
@@ -153,7 +155,7 @@ def select_runs(records: list[dict], spec: Target, protocol: str | None = None) 
                        if "out_of_domain" not in _experiments(r))
     return Selection(spec.name, chosen if kept else protocol, kept, spec,
                      len({spec.cell_of(r) for r in kept}),
-                     {p: cells[p] for p in sorted(cells, key=rank) if p != chosen},
+                     others,
                      dict(sorted(borrowed.items())), notes)
 
 

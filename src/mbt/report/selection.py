@@ -154,13 +154,9 @@ def select(records: Iterable[dict], spec: Target, protocol: str | None = None) -
     by_protocol = {p: rs for p, rs in by_protocol.items() if rs}
     cells = {p: len({(cell_of(r), variant(r)) for r in rs}) for p, rs in by_protocol.items()}
 
-    def rank(p: str) -> tuple[int, int]:
-        return (-cells[p], PROTOCOLS.index(p) if p in PROTOCOLS else len(PROTOCOLS))
-
-    chosen = protocol if protocol is not None else min(cells, key=rank, default=None)
+    chosen, others = choose_protocol(cells, protocol)
     chosen_records = _one_per_cell_and_seed(by_protocol.get(chosen, []), target, cell_of) \
         if chosen is not None else []
-    others = {p: cells[p] for p in sorted(cells, key=rank) if p != chosen}
     borrowed: dict[str, int] = {}
     for r in chosen_records:
         if target not in _experiments(r):
@@ -205,3 +201,14 @@ def select_majority_settings(records: Iterable[dict], spec: Target,
         return sel
     return dataclasses.replace(sel, records=kept, cells=len({spec.cell_of(r) for r in kept}),
                                notes=[*sel.notes, note])
+
+
+def choose_protocol(cells: dict[str, int], protocol: str | None
+                    ) -> tuple[str | None, dict[str, int]]:
+    """(``protocol``, or the one covering the most cells, ties going to full > quick > cpu >
+    smoke; the other protocols' cell counts in that order)."""
+    def rank(p: str) -> tuple[int, int]:
+        return (-cells[p], PROTOCOLS.index(p) if p in PROTOCOLS else len(PROTOCOLS))
+
+    chosen = protocol if protocol is not None else min(cells, key=rank, default=None)
+    return chosen, {p: cells[p] for p in sorted(cells, key=rank) if p != chosen}
