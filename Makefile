@@ -6,7 +6,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.install.stamp
+# NO_INSTALL=1 PY=python3: use an environment that already holds mbt's dependencies (the
+# GPU image; scripts/device_sweep.sh) instead of building .venv.
+STAMP := $(if $(NO_INSTALL),,$(VENV)/.install.stamp)
 # The torch/torchvision pair we test with; `make install TORCH_SPEC=` keeps whatever
 # torch the environment already has (e.g. a CUDA image).
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
@@ -21,7 +23,10 @@ DATA_ROOT ?= $(if $(wildcard $(or $(MBT_DATA_ROOT),data)/cifar-10-batches-py),,$
 # The ledger the sweeps append to and the reports read (results/ledger.jsonl holds the
 # records behind the committed results).
 LEDGER ?= runs/ledger.jsonl
-SWEEP = protocol=$(PROTOCOL) hydra/launcher=$(LAUNCHER) paths.ledger=$(LEDGER) $(if $(DATA_ROOT),data.root=$(DATA_ROOT)) $(ARGS)
+# PIPELINE=dataloader|device: CIFAR's input pipeline (default: device on CUDA). A GPU run
+# with PIPELINE=dataloader has the run key of the same cell on a CPU, so it fills that cell.
+PIPELINE ?=
+SWEEP = protocol=$(PROTOCOL) hydra/launcher=$(LAUNCHER) paths.ledger=$(LEDGER) $(if $(DATA_ROOT),data.root=$(DATA_ROOT)) $(if $(PIPELINE),data.pipeline=$(PIPELINE)) $(ARGS)
 TRAIN := $(PY) -m mbt.train
 REPORT = $(PY) -m mbt.report --ledger $(LEDGER)
 # The paper's 9 start lrs (Tables 1-2).
@@ -29,7 +34,8 @@ LR_GRID := 100,10,1,0.1,0.01,0.001,0.0001,0.00001,0.000001
 
 .PHONY: help install test test-integration test-slow test-slurm lint demo reproduce-toy reproduce-fig2a clean \
 	reproduce-table1 reproduce-table2 reproduce-table3 reproduce-fig2 reproduce-fig2b reproduce-fig3 \
-	reproduce-autolr reproduce-ood levelling-ood reproduce-all report bench gpu-check data-ood
+	reproduce-autolr reproduce-ood levelling-ood reproduce-all report bench gpu-check data-ood \
+	device-prepare device-sweep
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -155,6 +161,12 @@ report: install ## rebuild every table and figure from the ledger (never trains)
 
 bench: install ## speed: reference vs fast pipeline, MBT-NAG vs NAG -> results/bench.{md,json}
 	$(PY) -m mbt.bench $(ARGS)
+
+device-prepare: install ## here, before a GPU call: wheels, data links and the commit in .device/ (scripts/device_prepare.sh)
+	PY=$(PY) scripts/device_prepare.sh
+
+device-sweep: ## on the device tool's GPU: the cpu-protocol sweeps of Tables 2-3, Fig. 2(b)/3 and issue 25, many cells per GPU (scripts/device_sweep.sh --help)
+	scripts/device_sweep.sh
 
 gpu-check: install ## on one GPU (~8 min): environment, ResNet18+MBT-NAG bf16/compile, MBT search CPU vs GPU, the bench's GPU half -> results/gpu_check.{md,json}
 	$(PY) scripts/gpu_check.py $(ARGS)

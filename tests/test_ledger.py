@@ -173,3 +173,42 @@ def test_a_file_system_without_flock_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(ledger.fcntl, "flock", no_locks)
     with pytest.raises(ledger.LedgerError, match="no working flock.*docs/cluster.md"):
         ledger.append(tmp_path / "ledger.jsonl", {"run_key": "a", "status": "finished"})
+
+
+def test_merge_appends_only_what_the_ledger_lacks(tmp_path, capsys):
+    """A device sweep's copy of the ledger comes back and is merged: its first lines are
+    the copy's own, a cell the ledger finished meanwhile keeps the ledger's record, a torn
+    line is skipped, and merging again appends nothing."""
+    from mbt.ledger_merge import main
+
+    def rec(key, status="finished", acc=50.0, device="CPU (1 threads)"):
+        return {"run_key": key, "status": status, "best_test_acc": acc, "device_name": device}
+
+    into, copy = tmp_path / "ledger.jsonl", tmp_path / "device.jsonl"
+    for r in (rec("a"), rec("b")):
+        ledger.append(into, r)
+    copy.write_bytes(into.read_bytes())
+    ledger.append(into, rec("c"))  # finished here after the copy was made
+    for r in (rec("c", acc=61.0, device="NVIDIA H200"), rec("d", device="NVIDIA H200"),
+              rec("e", status="diverged", acc=10.0, device="NVIDIA H200")):
+        ledger.append(copy, r)
+    with copy.open("a") as fh:
+        fh.write('{"run_key": "torn"\n')
+    ledger.append(copy, rec("d", device="NVIDIA H200"))  # the same record twice: once
+
+    before = into.read_bytes()
+    assert main([str(copy), str(into), "--dry-run"]) == 0
+    assert into.read_bytes() == before
+    assert "would append 2 record(s)" in capsys.readouterr().out
+    assert main([str(copy), str(into)]) == 0
+    out = capsys.readouterr().out
+    assert "appended 2 record(s)" in out and "3 already there, 1 left out" in out
+    assert into.read_bytes().startswith(before)  # append-only
+    records = list(ledger.read(into))
+    assert [(r["run_key"], r["device_name"]) for r in records] == [
+        ("a", "CPU (1 threads)"), ("b", "CPU (1 threads)"), ("c", "CPU (1 threads)"),
+        ("d", "NVIDIA H200"), ("e", "NVIDIA H200")]
+    assert main([str(copy), str(into)]) == 0
+    assert "appended 0 record(s)" in capsys.readouterr().out
+    assert len(list(ledger.read(into))) == 5
+    assert main([str(tmp_path / "missing.jsonl"), str(into)]) == 2

@@ -146,6 +146,27 @@ def test_code_since_names_the_commit_and_the_files_changed_since(tmp_path, monke
         runinfo._changed_since.cache_clear()
 
 
+def test_a_copy_without_git_takes_its_commit_from_the_environment(tmp_path, monkeypatch):
+    """The device tool sends the working tree without .git: records made there name the
+    commit ``make device-prepare`` exported, and only a well-formed one."""
+    from mbt import runinfo
+
+    (tmp_path / "pyproject.toml").write_text("")
+    monkeypatch.setattr(runinfo, "REPO_ROOT", tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    sha = "0123456789abcdef" * 2 + "01234567"
+    state = runinfo.git_state.__wrapped__
+    monkeypatch.delenv(runinfo.SOURCE_ENV, raising=False)
+    monkeypatch.delenv("MBT_SOURCE_DIRTY", raising=False)
+    assert state() == {"commit": "unknown", "dirty": False}
+    monkeypatch.setenv(runinfo.SOURCE_ENV, sha)
+    assert state() == {"commit": sha, "dirty": False}
+    monkeypatch.setenv("MBT_SOURCE_DIRTY", "1")
+    assert state() == {"commit": sha, "dirty": True}
+    monkeypatch.setenv(runinfo.SOURCE_ENV, "HEAD")  # not a commit id: not believed
+    assert state() == {"commit": "unknown", "dirty": False}
+
+
 def test_a_stale_record_says_so_and_rerun_keeps_both(compose, cifar10_root, tmp_path, capsys):
     over = [*tiny_overrides(cifar10_root, tmp_path), "optim=sgd", "logger=none",
             "trainer.epochs=1"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import re
 import subprocess
 from functools import cache
 
@@ -11,11 +13,13 @@ import torch
 
 from mbt.config_paths import REPO_ROOT
 
-__all__ = ["CODE_PATHS", "already_done", "code_since", "device_name", "git_state", "resolve_device",
-           "seed_everything"]
+__all__ = ["CODE_PATHS", "SOURCE_ENV", "already_done", "code_since", "device_name", "git_state",
+           "resolve_device", "seed_everything"]
 
 # What a run's numbers depend on, for "has the code changed since this record?".
 CODE_PATHS = ("src/mbt", "conf")
+# The commit a copy of a checkout without .git was made from (see git_state).
+SOURCE_ENV = "MBT_SOURCE_COMMIT"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -38,7 +42,12 @@ def git_state() -> dict[str, object]:
     """``{"commit": sha or "unknown", "dirty": bool}`` of the checkout this code runs from.
 
     ``dirty`` means uncommitted changes to tracked files outside ``results/``: appending
-    to the committed ledger (``paths.ledger=results/ledger.jsonl``) is not a code change."""
+    to the committed ledger (``paths.ledger=results/ledger.jsonl``) is not a code change.
+
+    A copy of a checkout without its ``.git`` (the tree the device tool sends to a GPU
+    machine) cannot ask git: there :data:`SOURCE_ENV` names the commit the copy was made
+    from, and ``MBT_SOURCE_DIRTY=1`` says it differs from it (``scripts/device_sweep.sh``
+    checks the copy against the file hashes ``make device-prepare`` wrote)."""
     if not (REPO_ROOT / "pyproject.toml").is_file():
         # A wheel install: git would answer for whatever repo holds the venv, if any.
         return {"commit": "unknown", "dirty": False}
@@ -47,6 +56,9 @@ def git_state() -> dict[str, object]:
         dirty = bool(_git("status", "--porcelain", "--untracked-files=no", "--", ".",
                           ":(exclude)results"))
     except (OSError, subprocess.SubprocessError):
+        exported = os.environ.get(SOURCE_ENV, "").strip()
+        if re.fullmatch(r"[0-9a-f]{40}", exported):
+            return {"commit": exported, "dirty": os.environ.get("MBT_SOURCE_DIRTY") == "1"}
         return {"commit": "unknown", "dirty": False}
     return {"commit": commit, "dirty": dirty}
 

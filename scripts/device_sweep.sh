@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# The cpu-protocol sweeps (Tables 2-3, Figures 2(b) and 3, issue 25's three tasks) on the GPU
+# machine the device tool lends, in the copy of this repository it sends. The cells are the
+# ones `make reproduce-*` runs here, with the same run keys (PIPELINE=dataloader: CIFAR's
+# DataLoader pipeline, as on a CPU), so a cell done on either machine is done; each record
+# names the device it ran on. Many small cells share the GPU (MBT_JOBS_PER_GPU slots,
+# LAUNCHER=local_gpus), the groups run side by side, and each stops at the deadline (a cell
+# cut short is not recorded; the next call runs it again).
+#
+# Here first: make device-prepare (wheels, data links, the commit; see that script), then
+#   run(command="scripts/device_sweep.sh", timeout_s=600,
+#       carry=[".device/whl", ".device/source.env", ".device/source.sha256",
+#              ".device/data/cifar-10-batches-py", ".device/data/fashion-mnist",
+#              ".device/data/fortunes"])
+# and back here: python -m mbt.ledger_merge <files_at>/ledger.jsonl results/ledger.jsonl
+#
+# Usage: scripts/device_sweep.sh [--minutes M] [--jobs-per-gpu N] [--plan] [GROUP...]
+#   GROUP: table2 table3 fig2b fig3 ood (default: every group whose data came along)
+#   --minutes: deadline for the sweeps, from the start (default 8.5: one 10-minute command)
+#   --plan: print each group's commands (make -n) and stop
+# Writes to $OUT (the device tool's; elsewhere results/device/): ledger.jsonl (a copy of
+# results/ledger.jsonl plus the new records), device_sweep.log, failures.log and each
+# group's make output (<group>.log): 8 files at most, what the tool brings back.
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 2
+ROOT=$PWD
+minutes=8.5 per_gpu=12 plan=0 groups=()
+while [ $# -gt 0 ]; do
+  case $1 in
+    --minutes) minutes=$2; shift 2 ;;
+    --jobs-per-gpu) per_gpu=$2; shift 2 ;;
+    --plan) plan=1; shift ;;
+    -h|--help) sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    table2|table3|fig2b|fig3|ood) groups+=("$1"); shift ;;
+    *) echo "error: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+D=$ROOT/.device/data
+if [ ${#groups[@]} = 0 ]; then
+  [ -d "$D/cifar-10-batches-py" ] && groups+=(table2 table3 fig2b fig3)
+  [ -d "$D/fashion-mnist" ] && [ -d "$D/fortunes" ] && [ -d "$D/cifar-10-batches-py" ] && groups+=(ood)
+  [ ${#groups[@]} -gt 0 ] || { echo "error: no data in .device/data (make device-prepare, and carry it)" >&2; exit 2; }
+fi
+OUT=${OUT:-$ROOT/results/device}
+mkdir -p "$OUT"
+L=$OUT/ledger.jsonl
+PY=${PY:-python3}
+START=$(date +%s)
+DEADLINE=$(awk -v s="$START" -v m="$minutes" 'BEGIN {printf "%d", s + m * 60}')
+
+common=(--no-print-directory -f "$ROOT/Makefile" NO_INSTALL=1 "PY=$PY" LAUNCHER=local_gpus
+        PIPELINE=dataloader "LEDGER=$L" "DATA_ROOT=$D")
+args="logger=none trainer.progress=line paths.runs=/tmp/mbt-device-runs"
+group_cmd() {  # cmd=(the make command line of group $1)
+  case $1 in
+    table2|table3|fig3) cmd=(make "${common[@]}" "reproduce-$1" PROTOCOL=cpu "ARGS=$args") ;;
+    fig2b) cmd=(make "${common[@]}" reproduce-fig2b PROTOCOL=full
+                "ARGS=$args data.allow_partial=true model.bn_init=legacy,torch seed=0,1,2,3,4,5,6,7") ;;
+    ood) cmd=(make "${common[@]}" reproduce-ood PROTOCOL=cpu "ARGS=$args") ;;
+  esac
+}
+if [ $plan = 1 ]; then
+  for g in "${groups[@]}"; do
+    group_cmd "$g"
+    echo "# $g"; "${cmd[@]}" -n
+  done
+  exit 0
+fi
+
+exec > >(tee -a "$OUT/device_sweep.log") 2>&1
+echo "device-sweep: groups ${groups[*]}; deadline $minutes min; $per_gpu jobs per GPU; $(date -u +%FT%TZ)"
+if compgen -G ".device/whl/*.whl" > /dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/mbt-site .device/whl/*.whl || { echo "error: installing .device/whl failed"; exit 3; }
+  export PYTHONPATH=$ROOT/src:/tmp/mbt-site
+else
+  export PYTHONPATH=$ROOT/src
+fi
+"$PY" -c "import mbt.train, hydra_plugins.hydra_submitit_launcher" \
+  || { echo "error: mbt's training stack does not import (make device-prepare, carry .device/whl)"; exit 3; }
+if ! git rev-parse HEAD > /dev/null 2>&1; then  # the tool's copy has no .git
+  [ -f .device/source.env ] && export "$(cat .device/source.env)"
+  if ! sha256sum --quiet -c .device/source.sha256 > /dev/null 2>&1; then
+    export MBT_SOURCE_DIRTY=1
+    echo "warning: this copy differs from ${MBT_SOURCE_COMMIT:-its commit}: records say dirty"
+  fi
+fi
+[ -d "$D/fashion-mnist" ] && export MBT_FASHION_MNIST_ROOT=$D/fashion-mnist
+[ -d "$D/fortunes" ] && export MBT_FORTUNES_ROOT=$D/fortunes
+[ -f "$L" ] || cp results/ledger.jsonl "$L"
+before=$(wc -l < "$L")
+export MBT_JOBS_PER_GPU=$per_gpu OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo "no nvidia-smi: jobs run on CPU"
+
+pids=()
+for g in "${groups[@]}"; do
+  group_cmd "$g"
+  left=$(( DEADLINE - $(date +%s) ))
+  [ "$left" -gt 30 ] || { echo "device-sweep: $g not started: the deadline is near"; continue; }
+  # Each group in its own folder: Hydra names sweep folders by the second they start.
+  mkdir -p "/tmp/mbt-device/$g"
+  (cd "/tmp/mbt-device/$g" && timeout -k 30 "$left" "${cmd[@]}" > "$OUT/$g.log" 2>&1;
+   echo "device-sweep: $g exited $? after $(( $(date +%s) - START )) s") &
+  pids+=($!)
+  sleep 2
+done
+wait "${pids[@]}"
+
+after=$(wc -l < "$L")
+echo "device-sweep: $((after - before)) new record(s) in $L after $(( $(date +%s) - START )) s"
+"$PY" - "$L" "$before" <<'EOF'
+import collections, json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]).read().splitlines()[int(sys.argv[2]):] if l.strip()]
+for (exp, dev, st), n in sorted(collections.Counter(
+        (r.get("experiment"), r.get("device_name"), r.get("status")) for r in rows).items()):
+    print(f"  {exp}: {n} {st} on {dev}")
+EOF
+# What failed, for the next call: each job's errors (submitit logs) and each group's tail.
+grep -rhE "^(error|Traceback)|Error:" /tmp/mbt-device/*/multirun 2>/dev/null | sort | uniq -c \
+  | sort -rn | head -40 > "$OUT/failures.log"
+for g in "${groups[@]}"; do echo "== $g"; tail -n 15 "$OUT/$g.log"; done >> "$OUT/failures.log"
+echo "device-sweep: merge here with: python -m mbt.ledger_merge <files_at>/ledger.jsonl results/ledger.jsonl"
