@@ -7,7 +7,8 @@
 # LAUNCHER=local_gpus), the groups run side by side, and each stops at the deadline (a cell
 # cut short is not recorded; the next call runs it again).
 #
-# Here first: make device-prepare (wheels, data links, the commit; see that script), then
+# The environment: scripts/device_env.sh. Here first: make device-prepare (wheels, data links,
+# the commit; see that script), then
 #   run(command="scripts/device_sweep.sh", timeout_s=600,
 #       carry=[".device/whl", ".device/source.env", ".device/source.sha256",
 #              ".device/data/cifar-10-batches-py", ".device/data/fashion-mnist",
@@ -69,24 +70,8 @@ fi
 
 exec > >(tee -a "$OUT/device_sweep.log") 2>&1
 echo "device-sweep: groups ${groups[*]}; deadline $minutes min; $per_gpu jobs per GPU; $(date -u +%FT%TZ)"
-if compgen -G ".device/whl/*.whl" > /dev/null; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/mbt-site .device/whl/*.whl || { echo "error: installing .device/whl failed"; exit 3; }
-  export PYTHONPATH=$ROOT/src:/tmp/mbt-site
-else
-  export PYTHONPATH=$ROOT/src
-fi
-"$PY" -c "import mbt.train, hydra_plugins.hydra_submitit_launcher" \
-  || { echo "error: mbt's training stack does not import (make device-prepare, carry .device/whl)"; exit 3; }
-if ! git rev-parse HEAD > /dev/null 2>&1; then  # the tool's copy has no .git
-  [ -f .device/source.env ] && export "$(cat .device/source.env)"
-  if ! sha256sum --quiet -c .device/source.sha256 > /dev/null 2>&1; then
-    export MBT_SOURCE_DIRTY=1
-    echo "warning: this copy differs from ${MBT_SOURCE_COMMIT:-its commit}: records say dirty"
-  fi
-fi
-[ -d "$D/fashion-mnist" ] && export MBT_FASHION_MNIST_ROOT=$D/fashion-mnist
-[ -d "$D/fortunes" ] && export MBT_FORTUNES_ROOT=$D/fortunes
+export PY
+source scripts/device_env.sh || exit 3
 [ -f "$L" ] || cp results/ledger.jsonl "$L"
 before=$(wc -l < "$L")
 export MBT_JOBS_PER_GPU=$per_gpu OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
