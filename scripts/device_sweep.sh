@@ -36,6 +36,9 @@ while [ $# -gt 0 ]; do
     *) echo "error: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
+for tool in make flock timeout; do
+  command -v $tool > /dev/null || { echo "error: $tool is not installed here (GNU make, util-linux, coreutils)" >&2; exit 2; }
+done
 D=$ROOT/.device/data
 if [ ${#groups[@]} = 0 ]; then
   [ -d "$D/cifar-10-batches-py" ] && groups+=(table2 table3 fig2b fig3)
