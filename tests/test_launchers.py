@@ -47,49 +47,45 @@ main()
 '''
 
 
-@pytest.mark.integration
-@needs_flock
-def test_local_gpus_runs_one_job_per_gpu(tmp_path):
+def _local_gpus_sweep(tmp_path: Path, jobs: int, **env: str) -> list[dict]:
+    """APP's sweep of ``jobs`` jobs through LAUNCHER=local_gpus: each job's GPU and times."""
     (tmp_path / "app.py").write_text(APP)
     out = tmp_path / "out"
     out.mkdir()
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "3,5,7",
-           "MBT_GPU_LOCK_DIR": str(tmp_path / "locks")}
     proc = subprocess.run(
         [sys.executable, "app.py", "-m", f"hydra.searchpath=[file://{CONF_DIR}]",
-         "hydra/launcher=local_gpus", f"+out={out}", "+i=0,1,2,3,4,5",
+         "hydra/launcher=local_gpus", f"+out={out}", f"+i={','.join(map(str, range(jobs)))}",
          f"hydra.sweep.dir={tmp_path / 'multirun'}"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        cwd=tmp_path, env={**os.environ, "MBT_GPU_LOCK_DIR": str(tmp_path / "locks"), **env},
+        capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    jobs = [json.loads(p.read_text()) for p in out.glob("*.json")]
+    return [json.loads(p.read_text()) for p in out.glob("*.json")]
+
+
+def _beside(a: dict, jobs: list[dict]) -> list[dict]:
+    """The jobs running while ``a`` runs (``a`` included)."""
+    return [b for b in jobs if b["start"] < a["end"] and a["start"] < b["end"]]
+
+
+@pytest.mark.integration
+@needs_flock
+def test_local_gpus_runs_one_job_per_gpu(tmp_path):
+    jobs = _local_gpus_sweep(tmp_path, 6, CUDA_VISIBLE_DEVICES="3,5,7")
     assert len(jobs) == 6
     assert {j["gpu"] for j in jobs} == {"3", "5", "7"}  # one GPU each, every GPU used
     for a in jobs:
-        running = [b for b in jobs if b["start"] < a["end"] and a["start"] < b["end"]]
+        running = _beside(a, jobs)
         assert len({b["gpu"] for b in running}) == len(running) <= 3  # never two on one GPU
-    assert max(sum(b["start"] < a["end"] and a["start"] < b["end"] for b in jobs)
-               for a in jobs) >= 2  # and they do run side by side
+    assert max(len(_beside(a, jobs)) for a in jobs) >= 2  # and they do run side by side
 
 
 @pytest.mark.integration
 @needs_flock
 def test_jobs_per_gpu_shares_each_gpu_between_that_many_jobs(tmp_path):
     """MBT_JOBS_PER_GPU=2 on GPUs 3 and 5: up to 2 jobs on one GPU at a time, never 3."""
-    (tmp_path / "app.py").write_text(APP)
-    out = tmp_path / "out"
-    out.mkdir()
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "3,5", "MBT_JOBS_PER_GPU": "2",
-           "MBT_GPU_LOCK_DIR": str(tmp_path / "locks")}
-    proc = subprocess.run(
-        [sys.executable, "app.py", "-m", f"hydra.searchpath=[file://{CONF_DIR}]",
-         "hydra/launcher=local_gpus", f"+out={out}", "+i=0,1,2,3,4,5,6,7",
-         f"hydra.sweep.dir={tmp_path / 'multirun'}"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    jobs = [json.loads(p.read_text()) for p in out.glob("*.json")]
+    jobs = _local_gpus_sweep(tmp_path, 8, CUDA_VISIBLE_DEVICES="3,5", MBT_JOBS_PER_GPU="2")
     assert len(jobs) == 8 and {j["gpu"] for j in jobs} == {"3", "5"}
-    per_gpu = [sum(b["gpu"] == a["gpu"] and b["start"] < a["end"] and a["start"] < b["end"]
-                   for b in jobs) for a in jobs]
+    per_gpu = [sum(b["gpu"] == a["gpu"] for b in _beside(a, jobs)) for a in jobs]
     assert max(per_gpu) == 2  # two share a GPU, a third never joins them
     assert sorted(p.name for p in (tmp_path / "locks").iterdir()) == [
         "gpu-3.2.lock", "gpu-3.lock", "gpu-5.2.lock", "gpu-5.lock"]
