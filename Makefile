@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # NO_INSTALL=1 PY=python3: use an environment that already holds mbt's dependencies (the
 # GPU image; scripts/device_sweep.sh) instead of building .venv.
-STAMP := $(if $(NO_INSTALL),,$(VENV)/.install.stamp)
+STAMP := $(if $(filter 1,$(NO_INSTALL)),,$(VENV)/.install.stamp)
 # The torch/torchvision pair we test with; `make install TORCH_SPEC=` keeps whatever
 # torch the environment already has (e.g. a CUDA image).
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1

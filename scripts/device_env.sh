@@ -6,7 +6,9 @@
 # - installs .device/whl (Hydra, OmegaConf, submitit, the autolr optimizers) into /tmp/mbt-site
 #   and puts it and src/ on PYTHONPATH;
 # - the copy has no .git: exports the commit device-prepare wrote (MBT_SOURCE_COMMIT), and
-#   MBT_SOURCE_DIRTY=1 when the copy's tracked files differ from that commit's hashes;
+#   MBT_SOURCE_DIRTY=1 when the copy's code files are not that commit's (other files, or
+#   other contents); scripts/device_sweep.sh then refuses to train;
+# - puts the GNU make device-prepare carried on PATH if the image has none;
 # - points the Fashion-MNIST and text readers at .device/data (CIFAR: data.root=.device/data).
 # Returns (or exits, when run) 3 when mbt's training stack does not import.
 _mbt_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -20,11 +22,17 @@ else
 fi
 if ! git -C "$_mbt_root" rev-parse HEAD > /dev/null 2>&1; then
   [ -f "$_mbt_root/.device/source.env" ] && export "$(cat "$_mbt_root/.device/source.env")"
-  if ! (cd "$_mbt_root" && sha256sum --quiet -c .device/source.sha256) > /dev/null 2>&1; then
+  # The same code files, with the same contents, as the commit device-prepare saw.
+  if ! (cd "$_mbt_root" && sha256sum --quiet -c .device/source.sha256 &&
+        find src conf scripts Makefile pyproject.toml -type f ! -path '*/__pycache__/*' \
+          ! -path '*.egg-info/*' | LC_ALL=C sort | cmp -s - .device/source.files) > /dev/null 2>&1
+  then
     export MBT_SOURCE_DIRTY=1
-    echo "warning: this copy differs from ${MBT_SOURCE_COMMIT:-its commit}: its records say dirty" >&2
+    echo "warning: this copy's code differs from ${MBT_SOURCE_COMMIT:-its commit} (make" \
+         "device-prepare again right before the call): its records would say dirty" >&2
   fi
 fi
+command -v make > /dev/null || export PATH=$PATH:$_mbt_root/.device/bin
 [ -d "$_mbt_root/.device/data/fashion-mnist" ] && export MBT_FASHION_MNIST_ROOT=$_mbt_root/.device/data/fashion-mnist
 [ -d "$_mbt_root/.device/data/fortunes" ] && export MBT_FORTUNES_ROOT=$_mbt_root/.device/data/fortunes
 "$PY" -c "import mbt.train, hydra_plugins.hydra_submitit_launcher" || {

@@ -7,10 +7,12 @@
 #   .device/data/    hard links to the data the sweeps read (nothing is copied into the
 #                    repository): cifar-10-batches-py/ from the partial copy, fashion-mnist/,
 #                    fortunes/ (the regular, non-.dat files the text loader reads)
-#   .device/source.env, .device/source.sha256
-#                    the commit this tree is at and the hashes of its tracked files: the copy
+#   .device/bin/make GNU make, should the image lack it
+#   .device/source.{env,files,sha256}
+#                    the commit this tree is at, its code files and their hashes: the copy
 #                    the tool sends has no .git, so the records made there name this commit
-#                    (mbt.runinfo.git_state), and "dirty" if the copy differs from it
+#                    (mbt.runinfo.git_state), and scripts/device_sweep.sh refuses to train
+#                    when the copy's code differs from it (scripts/device_env.sh checks)
 # Usage: scripts/device_prepare.sh [cifar] [fmnist] [text]   (default: all three)
 # The tool sends at most 64 MiB: the script prints what each carry list weighs.
 set -euo pipefail
@@ -27,8 +29,8 @@ if [ -n "$(git status --porcelain --untracked-files=no -- . ':(exclude)results')
        "name a commit that holds the code they ran" >&2
   exit 2
 fi
-mkdir -p .device/whl .device/data
-rm -f .device/whl/*.whl
+rm -rf .device/data
+mkdir -p .device/data .device/bin
 pkgs=()
 for p in hydra-core omegaconf antlr4-python3-runtime submitit hydra-submitit-launcher \
          prodigyopt dadaptation schedulefree dog-optimizer; do
@@ -37,7 +39,12 @@ for p in hydra-core omegaconf antlr4-python3-runtime submitit hydra-submitit-lau
   pkgs+=("$p==$v")
 done
 # pip wheel: the one sdist among them (antlr4 4.9.3) is built here into a pure-Python wheel.
-"$PY" -m pip wheel --quiet --no-deps --wheel-dir .device/whl "${pkgs[@]}"
+# Into a new folder first: a failed build keeps the wheels of the last one.
+rm -rf .device/whl.new
+"$PY" -m pip wheel --quiet --no-deps --wheel-dir .device/whl.new "${pkgs[@]}"
+rm -rf .device/whl && mv .device/whl.new .device/whl
+# GNU make, in case the image lacks it (x86-64, libc only): device_env.sh puts it on PATH then.
+cp "$(command -v make)" .device/bin/make
 
 link() {  # link SRC_DIR DEST_DIR [find tests...]: hard links where possible, else copies
   local src=$1 dest=$2; shift 2
@@ -55,12 +62,32 @@ for part in "${parts[@]}"; do
   esac
 done
 
+# The code a record depends on: the files (a file the copy has beyond these makes it differ
+# too) and their hashes. Untracked files there would travel as well: refuse them.
+code=(src conf scripts Makefile pyproject.toml)
+if [ -n "$(git ls-files --others --exclude-standard -- "${code[@]}")" ]; then
+  echo "error: untracked files in ${code[*]} would travel to the device: commit or remove them" >&2
+  exit 2
+fi
 echo "MBT_SOURCE_COMMIT=$(git rev-parse HEAD)" > .device/source.env
-git ls-files -z -- src conf scripts Makefile pyproject.toml | xargs -0 sha256sum > .device/source.sha256
+git ls-files -- "${code[@]}" | LC_ALL=C sort > .device/source.files
+tr '\n' '\0' < .device/source.files | xargs -0 sha256sum > .device/source.sha256
 
-mib() { du -sbc "$@" 2>/dev/null | tail -1 | awk '{printf "%.1f", $1 / 1048576}'; }
-tree=$(git ls-files -z | xargs -0 du -bc 2>/dev/null | awk 'END {printf "%.1f", $1 / 1048576}')
-echo "device-prepare: commit $(git rev-parse --short HEAD); tree ${tree} MiB, wheels $(mib .device/whl) MiB"
-for d in .device/data/*/; do echo "  carry ${d%/}: $(mib "$d") MiB"; done
-echo "carry: .device/whl .device/source.env .device/source.sha256 + the data folders a sweep reads" \
-     "(64 MiB in all, the tree included)"
+mib() { awk '{printf "%.1f", $1 / 1048576}'; }
+bytes() { du -sbc "$@" 2>/dev/null | tail -1 | cut -f1; }
+tree=$( (git ls-files -z; git ls-files -z --others --exclude-standard) | xargs -0 du -bc 2>/dev/null \
+       | awk '$2 == "total" {n += $1} END {print n + 0}')
+carry=$(bytes .device/whl .device/bin .device/source.env .device/source.files .device/source.sha256)
+data=$(bytes .device/data)
+total=$((tree + carry + data))
+echo "device-prepare: commit $(git rev-parse --short HEAD); tree $(mib <<< "$tree") MiB, wheels" \
+     "and make $(mib <<< "$carry") MiB"
+for d in .device/data/*/; do echo "  carry ${d%/}: $(bytes "$d" | mib) MiB"; done
+echo "  all: $(mib <<< "$total") MiB of the 64 the device tool sends (63 kept as the limit here)"
+if [ "$total" -gt $((63 * 1048576)) ]; then
+  echo "error: too much to send: prepare fewer data parts (e.g. scripts/device_prepare.sh cifar)" >&2
+  exit 2
+fi
+echo "carry: .device/whl .device/bin .device/source.env .device/source.files .device/source.sha256" \
+     "and the .device/data folders above. Prepare again right before each call: the records" \
+     "made there name this commit"

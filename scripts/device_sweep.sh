@@ -17,25 +17,33 @@
 #
 # Usage: scripts/device_sweep.sh [--minutes M] [--jobs-per-gpu N] [--plan] [GROUP...]
 #   GROUP: table2 table3 fig2b fig3 ood (default: every group whose data came along)
-#   --minutes: deadline for the sweeps, from the start (default 8.5: one 10-minute command)
+#   --minutes: deadline for the sweeps, from the start (default 8.5). A job ignores SIGTERM
+#     (submitit), so it ends at the SIGKILL 30 s later: the script ends about a minute
+#     after the deadline, inside a 600 s command.
 #   --plan: print each group's commands (make -n) and stop
-# Writes to $OUT (the device tool's; elsewhere results/device/): ledger.jsonl (a copy of
-# results/ledger.jsonl plus the new records), device_sweep.log, failures.log and each
-# group's make output (<group>.log): 8 files at most, what the tool brings back.
+#   --allow-dirty: train although the copy's code is not the commit device-prepare saw
+#     (otherwise refused: its records would name a commit that is not the code they ran)
+# Writes three files to $OUT (the device tool's; elsewhere results/device/), the most the
+# tool brings back being 8: ledger.jsonl (a copy of results/ledger.jsonl plus the new
+# records; copied there every 30 s, so a killed command still brings back what finished),
+# device_sweep.log, failures.log (job errors, each group's last lines). The ledger itself
+# and its lock files stay in /tmp/mbt-device.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 ROOT=$PWD
-minutes=8.5 per_gpu=12 plan=0 groups=()
+minutes=8.5 per_gpu=12 plan=0 allow_dirty=0 groups=()
 while [ $# -gt 0 ]; do
   case $1 in
     --minutes) minutes=$2; shift 2 ;;
     --jobs-per-gpu) per_gpu=$2; shift 2 ;;
     --plan) plan=1; shift ;;
+    --allow-dirty) allow_dirty=1; shift ;;
     -h|--help) sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     table2|table3|fig2b|fig3|ood) groups+=("$1"); shift ;;
     *) echo "error: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
+command -v make > /dev/null || PATH=$PATH:$ROOT/.device/bin  # device-prepare carries one
 for tool in make flock timeout; do
   command -v $tool > /dev/null || { echo "error: $tool is not installed here (GNU make, util-linux, coreutils)" >&2; exit 2; }
 done
@@ -46,15 +54,18 @@ if [ ${#groups[@]} = 0 ]; then
   [ ${#groups[@]} -gt 0 ] || { echo "error: no data in .device/data (make device-prepare, and carry it)" >&2; exit 2; }
 fi
 OUT=${OUT:-$ROOT/results/device}
-mkdir -p "$OUT"
-L=$OUT/ledger.jsonl
+W=/tmp/mbt-device  # the ledger, its locks, each group's sweep folders and make output
+L=$W/ledger.jsonl
 PY=${PY:-python3}
 START=$(date +%s)
 DEADLINE=$(awk -v s="$START" -v m="$minutes" 'BEGIN {printf "%d", s + m * 60}')
 
-common=(--no-print-directory -f "$ROOT/Makefile" NO_INSTALL=1 "PY=$PY" LAUNCHER=local_gpus
+# -i: a failed cell (its sweep exits 1) must not stop the rest of its recipe.
+common=(-i --no-print-directory -f "$ROOT/Makefile" NO_INSTALL=1 "PY=$PY" LAUNCHER=local_gpus
         PIPELINE=dataloader "LEDGER=$L" "DATA_ROOT=$D")
-args="logger=none trainer.progress=line paths.runs=/tmp/mbt-device-runs"
+# No per-epoch checkpoints: a machine starts bare, so a cut-off cell never resumes there.
+args="logger=none trainer.progress=line paths.runs=$W/runs trainer.checkpoint_every=1000000"
+args+=" trainer.keep_checkpoint=false"
 group_cmd() {  # cmd=(the make command line of group $1)
   case $1 in
     table2|table3|fig3) cmd=(make "${common[@]}" "reproduce-$1" PROTOCOL=cpu "ARGS=$args") ;;
@@ -71,12 +82,23 @@ if [ $plan = 1 ]; then
   exit 0
 fi
 
+mkdir -p "$OUT" "$W"
 exec > >(tee -a "$OUT/device_sweep.log") 2>&1
+tee_pid=$!
 echo "device-sweep: groups ${groups[*]}; deadline $minutes min; $per_gpu jobs per GPU; $(date -u +%FT%TZ)"
 export PY
 source scripts/device_env.sh || exit 3
+if [ "${MBT_SOURCE_DIRTY:-0}" = 1 ] && [ $allow_dirty = 0 ]; then
+  echo "error: not training: this copy's code is not commit ${MBT_SOURCE_COMMIT:-?} (make device-prepare" \
+       "right before the call; --allow-dirty trains anyway, records marked dirty)"
+  exit 2
+fi
 [ -f "$L" ] || cp results/ledger.jsonl "$L"
 before=$(wc -l < "$L")
+save() { cp "$L" "$OUT/.ledger.jsonl.part" && mv -f "$OUT/.ledger.jsonl.part" "$OUT/ledger.jsonl"; }
+save
+(while sleep 30; do save; done) &
+saver=$!
 export MBT_JOBS_PER_GPU=$per_gpu OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo "no nvidia-smi: jobs run on CPU"
 
@@ -86,16 +108,18 @@ for g in "${groups[@]}"; do
   left=$(( DEADLINE - $(date +%s) ))
   [ "$left" -gt 30 ] || { echo "device-sweep: $g not started: the deadline is near"; continue; }
   # Each group in its own folder: Hydra names sweep folders by the second they start.
-  mkdir -p "/tmp/mbt-device/$g"
-  (cd "/tmp/mbt-device/$g" && timeout -k 30 "$left" "${cmd[@]}" > "$OUT/$g.log" 2>&1;
+  mkdir -p "$W/$g"
+  (cd "$W/$g" && timeout -k 30 "$left" "${cmd[@]}" > "$W/$g.log" 2>&1;
    echo "device-sweep: $g exited $? after $(( $(date +%s) - START )) s") &
   pids+=($!)
   sleep 2
 done
-wait "${pids[@]}"
+[ ${#pids[@]} = 0 ] || wait "${pids[@]}"
+kill "$saver" 2> /dev/null
+save
 
 after=$(wc -l < "$L")
-echo "device-sweep: $((after - before)) new record(s) in $L after $(( $(date +%s) - START )) s"
+echo "device-sweep: $((after - before)) new record(s) after $(( $(date +%s) - START )) s"
 "$PY" - "$L" "$before" <<'EOF'
 import collections, json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]).read().splitlines()[int(sys.argv[2]):] if l.strip()]
@@ -104,7 +128,9 @@ for (exp, dev, st), n in sorted(collections.Counter(
     print(f"  {exp}: {n} {st} on {dev}")
 EOF
 # What failed, for the next call: each job's errors (submitit logs) and each group's tail.
-grep -rhE "^(error|Traceback)|Error:" /tmp/mbt-device/*/multirun 2>/dev/null | sort | uniq -c \
-  | sort -rn | head -40 > "$OUT/failures.log"
-for g in "${groups[@]}"; do echo "== $g"; tail -n 15 "$OUT/$g.log"; done >> "$OUT/failures.log"
+{ grep -rhE "^(error|Traceback)|Error:" "$W"/*/multirun 2>/dev/null | sort | uniq -c | sort -rn | head -40
+  for g in "${groups[@]}"; do echo "== $g"; tail -n 15 "$W/$g.log" 2>/dev/null; done
+} > "$OUT/failures.log"
 echo "device-sweep: merge here with: python -m mbt.ledger_merge <files_at>/ledger.jsonl results/ledger.jsonl"
+exec >&- 2>&-
+wait "$tee_pid"

@@ -27,6 +27,7 @@ Records written under an older schema are migrated with ``python -m mbt.ledger m
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -41,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["EXPLODED_FACTOR", "FINAL_STATUSES", "KEY_NEUTRAL", "KEY_SCHEMA", "PROTOCOLS",
-           "LedgerError", "append", "exploded", "find", "identity", "read", "run_key",
+           "LedgerError", "append", "exploded", "find", "identity", "locked", "read", "run_key",
            "scrub_secrets", "strict"]
 
 log = logging.getLogger(__name__)
@@ -169,12 +170,12 @@ def _lock(path: Path):
     return open(path.with_name(path.name + ".lock"), "a")
 
 
-def append(path: str | Path, record: dict) -> None:
-    """Append ``record`` as one whole line, or nothing: raises :class:`LedgerError` (and
-    leaves the file as it was) when the line cannot be written in full."""
+@contextlib.contextmanager
+def locked(path: str | Path) -> Iterator[Callable[[dict], None]]:
+    """Hold the ledger's lock; yields ``append(record)`` for appends under it. What was
+    read inside stays true until the block ends: :mod:`mbt.ledger_merge` checks a run key
+    and appends its record without another process appending that key in between."""
     path = Path(path)
-    line = (json.dumps(strict(scrub_secrets(record)), sort_keys=True, allow_nan=False)
-            + "\n").encode()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = _lock(path)
@@ -187,26 +188,39 @@ def append(path: str | Path, record: dict) -> None:
             raise LedgerError(f"cannot lock the ledger {path} ({err.strerror or err}): this file "
                               f"system has no working flock; use one ledger per job "
                               f"(docs/cluster.md)") from err
+        yield lambda record: _append_held(path, record)
+
+
+def append(path: str | Path, record: dict) -> None:
+    """Append ``record`` as one whole line, or nothing: raises :class:`LedgerError` (and
+    leaves the file as it was) when the line cannot be written in full."""
+    with locked(path) as append_held:
+        append_held(record)
+
+
+def _append_held(path: Path, record: dict) -> None:
+    line = (json.dumps(strict(scrub_secrets(record)), sort_keys=True, allow_nan=False)
+            + "\n").encode()
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise LedgerError(f"cannot write the ledger {path}: {err.strerror}") from err
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line  # a torn last line stays a bad line of its own
         try:
-            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            written = os.write(fd, line)
+            if written != len(line):
+                raise OSError(errno.ENOSPC, f"short write ({written} of {len(line)} bytes)")
+            os.fsync(fd)
         except OSError as err:
-            raise LedgerError(f"cannot write the ledger {path}: {err.strerror}") from err
-        try:
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                line = b"\n" + line  # a torn last line stays a bad line of its own
-            try:
-                written = os.write(fd, line)
-                if written != len(line):
-                    raise OSError(errno.ENOSPC, f"short write ({written} of {len(line)} bytes)")
-                os.fsync(fd)
-            except OSError as err:
-                os.ftruncate(fd, size)
-                raise LedgerError(f"could not append to the ledger {path} "
-                                  f"({err.strerror or err}); the file is unchanged, the record "
-                                  f"was not saved (disk full?)") from err
-        finally:
-            os.close(fd)
+            os.ftruncate(fd, size)
+            raise LedgerError(f"could not append to the ledger {path} "
+                              f"({err.strerror or err}); the file is unchanged, the record "
+                              f"was not saved (disk full?)") from err
+    finally:
+        os.close(fd)
 
 
 def _bad_line(path: Path, number: int, why: str) -> None:

@@ -21,6 +21,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections import Counter
@@ -39,23 +40,27 @@ def merge(source: str | Path, into: str | Path, *, dry_run: bool = False) -> Cou
     """Append to ``into`` the records of ``source`` it lacks; returns the counts ``new``,
     ``same`` (the identical record is there) and ``key_held`` (another final record of its
     run key is there)."""
-    held = {_canonical(r) for r in ledger.read(into)}
-    keys = {r.get("run_key") for r in ledger.read(into) if r.get("status") in ledger.FINAL_STATUSES}
     counts: Counter = Counter(new=0, same=0, key_held=0)
-    for record in ledger.read(source):
-        text = _canonical(record)
-        final = record.get("status") in ledger.FINAL_STATUSES
-        if text in held:
-            counts["same"] += 1
-        elif final and record.get("run_key") in keys:
-            counts["key_held"] += 1
-        else:
-            counts["new"] += 1
-            if not dry_run:
-                ledger.append(into, record)
-            held.add(text)
-            if final:
-                keys.add(record.get("run_key"))
+    incoming = list(ledger.read(source))
+    # Under the ledger's lock: a sweep here cannot append a key between our check and ours.
+    with ledger.locked(into) if not dry_run else contextlib.nullcontext(None) as append:
+        records = list(ledger.read(into))
+        held = {_canonical(r) for r in records}
+        keys = {r.get("run_key") for r in records if r.get("status") in ledger.FINAL_STATUSES}
+        for record in incoming:
+            text = _canonical(record)
+            final = record.get("status") in ledger.FINAL_STATUSES
+            if text in held:
+                counts["same"] += 1
+            elif final and record.get("run_key") in keys:
+                counts["key_held"] += 1
+            else:
+                counts["new"] += 1
+                if append is not None:
+                    append(record)
+                held.add(text)
+                if final:
+                    keys.add(record.get("run_key"))
     return counts
 
 

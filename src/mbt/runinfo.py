@@ -46,8 +46,8 @@ def git_state() -> dict[str, object]:
 
     A copy of a checkout without its ``.git`` (the tree the device tool sends to a GPU
     machine) cannot ask git: there :data:`SOURCE_ENV` names the commit the copy was made
-    from, and ``MBT_SOURCE_DIRTY=1`` says it differs from it (``scripts/device_sweep.sh``
-    checks the copy against the file hashes ``make device-prepare`` wrote)."""
+    from, and ``MBT_SOURCE_DIRTY=1`` says it differs from it (``scripts/device_env.sh``
+    checks the copy against the file list and hashes ``make device-prepare`` wrote)."""
     if not (REPO_ROOT / "pyproject.toml").is_file():
         # A wheel install: git would answer for whatever repo holds the venv, if any.
         return {"commit": "unknown", "dirty": False}
