@@ -21,6 +21,8 @@
 #     (submitit), so it ends at the SIGKILL 30 s later: the script ends about a minute
 #     after the deadline, inside a 600 s command.
 #   --plan: print each group's commands (make -n) and stop
+#   --args "OVERRIDES": more Hydra overrides for every sweep (e.g. "trainer.epochs=2"; they
+#     change the run keys unless they leave the config as it was)
 #   --allow-dirty: train although the copy's code is not the commit device-prepare saw
 #     (otherwise refused: its records would name a commit that is not the code they ran)
 # Writes three files to $OUT (the device tool's; elsewhere results/device/), the most the
@@ -31,13 +33,14 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 ROOT=$PWD
-minutes=8.5 per_gpu=12 plan=0 allow_dirty=0 groups=()
+minutes=8.5 per_gpu=12 plan=0 allow_dirty=0 extra="" groups=()
 while [ $# -gt 0 ]; do
   case $1 in
     --minutes) minutes=$2; shift 2 ;;
     --jobs-per-gpu) per_gpu=$2; shift 2 ;;
     --plan) plan=1; shift ;;
     --allow-dirty) allow_dirty=1; shift ;;
+    --args) extra=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     table2|table3|fig2b|fig3|ood) groups+=("$1"); shift ;;
     *) echo "error: unknown argument '$1' (see --help)" >&2; exit 2 ;;
@@ -54,7 +57,7 @@ if [ ${#groups[@]} = 0 ]; then
   [ ${#groups[@]} -gt 0 ] || { echo "error: no data in .device/data (make device-prepare, and carry it)" >&2; exit 2; }
 fi
 OUT=${OUT:-$ROOT/results/device}
-W=/tmp/mbt-device  # the ledger, its locks, each group's sweep folders and make output
+W=${MBT_DEVICE_WORK:-/tmp/mbt-device}  # the ledger, its locks, the sweep folders, make output
 L=$W/ledger.jsonl
 PY=${PY:-python3}
 START=$(date +%s)
@@ -65,7 +68,7 @@ common=(-i --no-print-directory -f "$ROOT/Makefile" NO_INSTALL=1 "PY=$PY" LAUNCH
         PIPELINE=dataloader "LEDGER=$L" "DATA_ROOT=$D")
 # No per-epoch checkpoints: a machine starts bare, so a cut-off cell never resumes there.
 args="logger=none trainer.progress=line paths.runs=$W/runs trainer.checkpoint_every=1000000"
-args+=" trainer.keep_checkpoint=false"
+args+=" trainer.keep_checkpoint=false${extra:+ $extra}"
 group_cmd() {  # cmd=(the make command line of group $1)
   case $1 in
     table2|table3|fig3) cmd=(make "${common[@]}" "reproduce-$1" PROTOCOL=cpu "ARGS=$args") ;;

@@ -5,10 +5,15 @@ tests/test_ledger.py, the commit of a copy without .git in tests/test_train.py."
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 import subprocess
+import sys
 
 import pytest
 
+from mbt import ledger
 from mbt.config_paths import REPO_ROOT
 from mbt.run import run_identity
 
@@ -69,3 +74,63 @@ def test_a_gpu_run_with_the_dataloader_pipeline_has_the_cpu_runs_key(compose, ce
     cpu = key("trainer.device=cpu")
     assert key("trainer.device=cuda", "data.pipeline=dataloader") == cpu
     assert key("trainer.device=cuda") != cpu  # without it the GPU would run every cell again
+
+
+@pytest.mark.integration
+def test_one_pass_in_a_copy_without_git_trains_and_brings_back_its_ledger(tmp_path,
+                                                                          cifar10_root):
+    """What the device tool runs, on this CPU: the script in a copy of the tree without .git,
+    with a prepared commit, on fig3's sweep shrunk to a tiny model. The records name the
+    prepared commit, clean, and come back in $OUT with nothing else but the two logs; a
+    copy whose code differs from the commit is refused."""
+    copy = tmp_path / "copy"
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()
+    for name in tracked:
+        if (REPO_ROOT / name).is_file() and not name.startswith("results/"):
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO_ROOT / name, copy / name)
+    (copy / "results").mkdir(exist_ok=True)
+    (copy / "results" / "ledger.jsonl").write_text("")
+    code = sorted(str(p.relative_to(copy)) for top in ("src", "conf", "scripts")
+                  for p in (copy / top).rglob("*") if p.is_file())
+    code += ["Makefile", "pyproject.toml"]
+    device = copy / ".device"
+    (device / "data").mkdir(parents=True)
+    (device / "data" / "cifar-10-batches-py").symlink_to(cifar10_root / "cifar-10-batches-py")
+    commit = "ab" * 20
+    (device / "source.env").write_text(f"MBT_SOURCE_COMMIT={commit}\n")
+    (device / "source.files").write_text("".join(f"{n}\n" for n in sorted(code)))
+    (device / "source.sha256").write_text("".join(
+        f"{hashlib.sha256((copy / n).read_bytes()).hexdigest()}  {n}\n" for n in code))
+    out = tmp_path / "out"
+    tiny = ("model=tiny data.subset=null trainer.epochs=1 trainer.batch_size=16 "
+            "trainer.max_steps_per_epoch=2 optim.builder.num_batches=2 trainer.amp_bf16=false "
+            "trainer.channels_last=false")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MBT_", "WANDB"))}
+
+    def sweep(work: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["bash", "scripts/device_sweep.sh", "--minutes", "5", "--jobs-per-gpu", "2",
+             "--args", tiny, "fig3"], cwd=copy, capture_output=True, text=True, timeout=600,
+            env={**env, "OUT": str(out), "PY": sys.executable, "CUDA_VISIBLE_DEVICES": "",
+                 "MBT_DEVICE_WORK": str(tmp_path / work), "PYTHONPATH": ""})
+
+    proc = sweep("work")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["device_sweep.log", "failures.log",
+                                                     "ledger.jsonl"]
+    records = list(ledger.read(out / "ledger.jsonl"))
+    assert sorted(r["optim"] for r in records) == ["mbt_mmt", "mbt_nag"]
+    assert {(r["git_commit"], r["git_dirty"], r["status"]) for r in records} == {
+        (commit, False, "finished")}
+    log = (out / "device_sweep.log").read_text()
+    assert "2 new record(s)" in log and "fig3: 2 finished on CPU" in log
+
+    (copy / "src" / "mbt" / "extra.py").write_text("x = 1\n")  # code the commit lacks
+    shutil.rmtree(out)
+    proc = sweep("work2")
+    assert proc.returncode == 2
+    assert "error: not training: this copy's code is not commit" in (out / "device_sweep.log"
+                                                                      ).read_text()
+    assert not (tmp_path / "work2" / "ledger.jsonl").exists()
