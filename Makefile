@@ -28,7 +28,8 @@ LEDGER ?= runs/ledger.jsonl
 PIPELINE ?=
 SWEEP = protocol=$(PROTOCOL) hydra/launcher=$(LAUNCHER) paths.ledger=$(LEDGER) $(if $(DATA_ROOT),data.root=$(DATA_ROOT)) $(if $(PIPELINE),data.pipeline=$(PIPELINE)) $(ARGS)
 TRAIN := $(PY) -m mbt.train
-REPORT = $(PY) -m mbt.report --ledger $(LEDGER)
+# LAUNCHER=status (conf/hydra/launcher/status.yaml) only lists what each sweep would run.
+REPORT = $(if $(filter status,$(LAUNCHER)),@true,$(PY) -m mbt.report --ledger $(LEDGER))
 # The paper's 9 start lrs (Tables 1-2).
 LR_GRID := 100,10,1,0.1,0.01,0.001,0.0001,0.00001,0.000001
 

@@ -233,3 +233,19 @@ def test_skipped_cells_made_by_other_code_are_counted(monkeypatch):
     assert launchers._stale(cells).startswith(" (2 of them made by other code than this ")
     assert "rerun=1" in launchers._stale(cells)
     assert launchers._stale(cells[1:2]) == ""
+
+
+@pytest.mark.integration
+def test_status_launcher_lists_the_missing_cells_and_runs_none(finished, cifar10_root):
+    """LAUNCHER=status: the sweep's cells are looked up, never run."""
+    work, runs, _ = finished
+    args = [a for a in plumbing(cifar10_root, runs) if not a.startswith("optim.lr=")]
+    before = (runs / "ledger.jsonl").read_bytes()
+    proc = run_module("mbt.train", "-m", *args, "optim.lr=0.05,0.1,0.2", "hydra/launcher=status",
+                      f"hydra.sweep.dir={work / 'status'}", cwd=work, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(("status:", "  "))]
+    assert lines == [f"status: custom: 1 of 3 cells in {runs / 'ledger.jsonl'}; to run: 2",
+                     "  optim.lr=0.1", "  optim.lr=0.2"]
+    assert (runs / "ledger.jsonl").read_bytes() == before  # nothing trained
+    assert not list((work / "status").glob("*/run_key"))
