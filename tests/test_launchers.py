@@ -237,15 +237,16 @@ def test_skipped_cells_made_by_other_code_are_counted(monkeypatch):
 
 @pytest.mark.integration
 def test_status_launcher_lists_the_missing_cells_and_runs_none(finished, cifar10_root):
-    """LAUNCHER=status: the sweep's cells are looked up, never run."""
+    """LAUNCHER=status: the sweep's cells are looked up, never run. (lr 0.1 is the relaunch
+    test's cell in this module's ledger; 0.3 and 0.4 are nobody's.)"""
     work, runs, _ = finished
     args = [a for a in plumbing(cifar10_root, runs) if not a.startswith("optim.lr=")]
     before = (runs / "ledger.jsonl").read_bytes()
-    proc = run_module("mbt.train", "-m", *args, "optim.lr=0.05,0.1,0.2", "hydra/launcher=status",
+    proc = run_module("mbt.train", "-m", *args, "optim.lr=0.05,0.3,0.4", "hydra/launcher=status",
                       f"hydra.sweep.dir={work / 'status'}", cwd=work, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [line for line in proc.stdout.splitlines() if line.startswith(("status:", "  "))]
     assert lines == [f"status: custom: 1 of 3 cells in {runs / 'ledger.jsonl'}; to run: 2",
-                     "  optim.lr=0.1", "  optim.lr=0.2"]
+                     "  optim.lr=0.3", "  optim.lr=0.4"]
     assert (runs / "ledger.jsonl").read_bytes() == before  # nothing trained
     assert not list((work / "status").glob("*/run_key"))
