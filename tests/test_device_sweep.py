@@ -134,3 +134,38 @@ def test_one_pass_in_a_copy_without_git_trains_and_brings_back_its_ledger(tmp_pa
     assert "error: not training: this copy's code is not commit" in (out / "device_sweep.log"
                                                                       ).read_text()
     assert not (tmp_path / "work2" / "ledger.jsonl").exists()
+
+
+FAKE_PY = """#!/usr/bin/env bash
+# Stands in for python: best_lr names two cells, training logs its arguments (the first
+# cell fails), the report does nothing.
+case "$2" in
+  mbt.report.best_lr) printf 'optim=sgd optim.lr=0.1\\noptim=nag optim.lr=0.01\\n' ;;
+  mbt.train) echo "$*" >> "$LOG"; case "$*" in *optim=sgd*) exit 1 ;; esac ;;
+esac
+exit 0
+"""
+
+
+@pytest.mark.parametrize("launcher", ["basic", "local_gpus"])
+def test_the_seed_loop_runs_every_best_cell_even_after_one_fails(tmp_path, launcher):
+    """reproduce-table2's seeds at each best start lr: one multirun per cell, each with
+    seeds 1 and 2 (side by side under local_gpus); a failed cell does not stop the others,
+    and the target fails at the end."""
+    fake = tmp_path / "py"
+    fake.write_text(FAKE_PY)
+    fake.chmod(0o755)
+    log = tmp_path / "log"
+    proc = subprocess.run(
+        ["make", "--no-print-directory", "-f", str(REPO_ROOT / "Makefile"), "reproduce-table2",
+         "PROTOCOL=cpu", "NO_INSTALL=1", f"PY={fake}", f"LAUNCHER={launcher}",
+         f"LEDGER={tmp_path / 'ledger.jsonl'}", "DATA_ROOT=/nowhere"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "LOG": str(log)})
+    assert proc.returncode != 0  # the sgd cell failed
+    seeds = [line for line in log.read_text().splitlines() if "seed=1,2" in line]
+    assert sorted(line.split(" experiment=table2 ")[1].split(" seed=")[0] for line in seeds) == [
+        "optim=nag optim.lr=0.01", "optim=sgd optim.lr=0.1"]
+    assert all(f"hydra/launcher={launcher}" in line for line in seeds)
+    jobs = "8" if launcher == "local_gpus" else "1"
+    assert f"xargs -r -d '\\n' -P {jobs} " in proc.stdout
