@@ -47,9 +47,12 @@ while [ $# -gt 0 ]; do
   esac
 done
 command -v make > /dev/null || PATH=$PATH:$ROOT/.device/bin  # device-prepare carries one
-for tool in make flock timeout; do
-  command -v $tool > /dev/null || { echo "error: $tool is not installed here (GNU make, util-linux, coreutils)" >&2; exit 2; }
-done
+need() {
+  for tool; do
+    command -v "$tool" > /dev/null || { echo "error: $tool is not installed here (GNU make, util-linux, coreutils)" >&2; exit 2; }
+  done
+}
+need make
 D=$ROOT/.device/data
 if [ ${#groups[@]} = 0 ]; then
   [ -d "$D/cifar-10-batches-py" ] && groups+=(table2 table3 fig2b fig3)
@@ -85,6 +88,7 @@ if [ $plan = 1 ]; then
   exit 0
 fi
 
+need flock timeout
 mkdir -p "$OUT" "$W"
 exec > >(tee -a "$OUT/device_sweep.log") 2>&1
 tee_pid=$!

@@ -77,6 +77,7 @@ def test_a_gpu_run_with_the_dataloader_pipeline_has_the_cpu_runs_key(compose, ce
 
 
 @pytest.mark.integration
+@pytest.mark.skipif(shutil.which("flock") is None, reason="needs flock(1) (util-linux)")
 def test_one_pass_in_a_copy_without_git_trains_and_brings_back_its_ledger(tmp_path,
                                                                           cifar10_root):
     """What the device tool runs, on this CPU: the script in a copy of the tree without .git,
