@@ -14,7 +14,8 @@
 #                    (mbt.runinfo.git_state), and scripts/device_sweep.sh refuses to train
 #                    when the copy's code differs from it (scripts/device_env.sh checks)
 # Usage: scripts/device_prepare.sh [cifar] [fmnist] [text]   (default: all three)
-# The tool sends at most 64 MiB: the script prints what each carry list weighs.
+# Then carry=[".device"]. The tool sends at most 64 MiB: the script prints what each part
+# weighs and stops above 63 (scripts/device_prepare.sh cifar: CIFAR's groups alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -82,12 +83,11 @@ data=$(bytes .device/data)
 total=$((tree + carry + data))
 echo "device-prepare: commit $(git rev-parse --short HEAD); tree $(mib <<< "$tree") MiB, wheels" \
      "and make $(mib <<< "$carry") MiB"
-for d in .device/data/*/; do echo "  carry ${d%/}: $(bytes "$d" | mib) MiB"; done
+for d in .device/data/*/; do echo "  ${d%/}: $(bytes "$d" | mib) MiB"; done
 echo "  all: $(mib <<< "$total") MiB of the 64 the device tool sends (63 kept as the limit here)"
 if [ "$total" -gt $((63 * 1048576)) ]; then
   echo "error: too much to send: prepare fewer data parts (e.g. scripts/device_prepare.sh cifar)" >&2
   exit 2
 fi
-echo "carry: .device/whl .device/bin .device/source.env .device/source.files .device/source.sha256" \
-     "and the .device/data folders above. Prepare again right before each call: the records" \
-     "made there name this commit"
+echo "carry: .device (the device tool's carry=[\".device\"]). Prepare again right before each" \
+     "call: the records made there name this commit"

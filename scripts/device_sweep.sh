@@ -9,10 +9,7 @@
 #
 # The environment: scripts/device_env.sh. Here first: make device-prepare (wheels, data links,
 # the commit; see that script), then
-#   run(command="scripts/device_sweep.sh", timeout_s=600,
-#       carry=[".device/whl", ".device/source.env", ".device/source.sha256",
-#              ".device/data/cifar-10-batches-py", ".device/data/fashion-mnist",
-#              ".device/data/fortunes"])
+#   run(command="scripts/device_sweep.sh", timeout_s=600, carry=[".device"]), give_back,
 # and back here: python -m mbt.ledger_merge <files_at>/ledger.jsonl results/ledger.jsonl
 #
 # Usage: scripts/device_sweep.sh [--minutes M] [--jobs-per-gpu N] [--plan] [GROUP...]
