@@ -20,23 +20,27 @@
 #   --plan: print each group's commands (make -n) and stop
 #   --args "OVERRIDES": more Hydra overrides for every sweep (e.g. "trainer.epochs=2"; they
 #     change the run keys unless they leave the config as it was)
+#   --gpu-check: first `scripts/gpu_check.py --skip bench` (its training and search sections,
+#     a few minutes) into $OUT as gpu_check.{md,json}, then the sweeps until the deadline:
+#     both asks of a lent GPU in one command
 #   --allow-dirty: train although the copy's code is not the commit device-prepare saw
 #     (otherwise refused: its records would name a commit that is not the code they ran)
-# Writes three files to $OUT (the device tool's; elsewhere results/device/), the most the
-# tool brings back being 8: ledger.jsonl (a copy of results/ledger.jsonl plus the new
-# records; copied there every 30 s, so a killed command still brings back what finished),
-# device_sweep.log, failures.log (job errors, each group's last lines). The ledger itself
-# and its lock files stay in /tmp/mbt-device.
+# Writes three files to $OUT (the device tool's; elsewhere results/device/), five with
+# --gpu-check, of the 8 the tool brings back: ledger.jsonl (a copy of results/ledger.jsonl
+# plus the new records; copied there every 30 s, so a killed command still brings back
+# what finished), device_sweep.log, failures.log (job errors, each group's last lines).
+# The ledger itself and its lock files stay in /tmp/mbt-device.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 ROOT=$PWD
-minutes=8.5 per_gpu=12 plan=0 allow_dirty=0 extra="" groups=()
+minutes=8.5 per_gpu=12 plan=0 allow_dirty=0 check=0 extra="" groups=()
 while [ $# -gt 0 ]; do
   case $1 in
     --minutes) minutes=$2; shift 2 ;;
     --jobs-per-gpu) per_gpu=$2; shift 2 ;;
     --plan) plan=1; shift ;;
     --allow-dirty) allow_dirty=1; shift ;;
+    --gpu-check) check=1; shift ;;
     --args) extra=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     table2|table3|fig2b|fig3|ood) groups+=("$1"); shift ;;
@@ -96,6 +100,15 @@ if [ "${MBT_SOURCE_DIRTY:-0}" = 1 ] && [ $allow_dirty = 0 ]; then
   echo "error: not training: this copy's code is not commit ${MBT_SOURCE_COMMIT:-?} (make device-prepare" \
        "right before the call; --allow-dirty trains anyway, records marked dirty)"
   exit 2
+fi
+if [ $check = 1 ]; then
+  left=$(( DEADLINE - $(date +%s) - 120 ))  # leave the sweeps two minutes at least
+  if [ "$left" -gt 60 ]; then
+    timeout -k 30 "$left" "$PY" scripts/gpu_check.py --skip bench --data-root "$D" --out "$OUT"
+    echo "device-sweep: gpu-check exited $? after $(( $(date +%s) - START )) s"
+  else
+    echo "device-sweep: gpu-check not run: --minutes leaves too little time"
+  fi
 fi
 [ -f "$L" ] || cp results/ledger.jsonl "$L"
 before=$(wc -l < "$L")
