@@ -139,8 +139,8 @@ reproduce-autolr: install ## beyond the paper: automatic-lr methods vs tuned gri
 # keep their own divergence cut-off, so those are cells of their own (200 epochs on a GPU).
 OODSWEEP = protocol=$(PROTOCOL) hydra/launcher=$(LAUNCHER) paths.ledger=$(LEDGER) $(ARGS)
 reproduce-ood: install ## beyond the paper: MBT-GD/MMT/NAG and 8 other automatic-lr methods vs tuned SGD/NAG/AdamW on Fashion-MNIST, a char LM and CIFAR-10 (PROTOCOL=cpu)
-	for e in out_of_domain out_of_domain_grid out_of_domain_text out_of_domain_text_grid; do \
-	  $(TRAIN) --multirun experiment=$$e $(OODSWEEP) || exit 1; done
+	rc=0; for e in out_of_domain out_of_domain_grid out_of_domain_text out_of_domain_text_grid; do \
+	  $(TRAIN) --multirun experiment=$$e $(OODSWEEP) || rc=1; done; exit $$rc
 	$(TRAIN) --multirun experiment=autolr $(SWEEP)
 	$(TRAIN) --multirun experiment=autolr_grid $(SWEEP)
 	set -o pipefail; $(PY) -m mbt.report.best_lr --ledger $(LEDGER) --protocol $(PROTOCOL) --target out_of_domain | \
