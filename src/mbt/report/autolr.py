@@ -35,7 +35,18 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from mbt.config_paths import install_hint
 
-from .common import DISPLAY, Context, Stat, accuracies, fmt_lr, lr_key, stat
+from .common import (
+    DISPLAY,
+    Context,
+    Stat,
+    accuracies,
+    fmt_lr,
+    join_and,
+    lr_key,
+    round_or_none,
+    run_seconds,
+    stat,
+)
 from .selection import Selection
 from .writers import header, md_table, write_csv, write_md
 
@@ -129,16 +140,6 @@ def _point(lr: float, runs: list[dict]) -> Point:
                  n_div, triples[0][0] if n_div else None)
 
 
-def _seconds(r: dict) -> tuple[float, bool]:
-    """(seconds the run took, estimated): ``wall_time``, else the sum of its epoch times
-    (W&B records carry no wall_time; epoch times leave out evaluation)."""
-    wall = r.get("wall_time")
-    if wall is not None and math.isfinite(float(wall)):
-        return float(wall), False
-    times = (r.get("history") or {}).get("epoch_time") or []
-    return float(sum(t for t in times if t is not None)), True
-
-
 def _on_cuda(r: dict) -> bool:
     device = r.get("device")
     if device:
@@ -161,7 +162,7 @@ def _method(model: str, dataset: str, optim: str, runs: list[dict]) -> MethodRow
     seeds = sorted(by_seed, key=str)
     per_seed, search, estimated = [], [], 0
     for s in seeds:
-        secs = [_seconds(r) for r in by_seed[s]]
+        secs = [run_seconds(r) for r in by_seed[s]]
         estimated += sum(e for _, e in secs)
         per_seed.append(sum(v for v, _ in secs))
         search.append(sum(t for r in by_seed[s]
@@ -199,10 +200,6 @@ def method_rows(records: list[dict]) -> dict[tuple[str, str], list[MethodRow]]:
 
 # --- the MBT verdict ----------------------------------------------------------------------------
 
-def _and(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
 def _versus(m: MethodRow, ref: MethodRow, role: str) -> str:
     wins, loses, ties = [], [], []
     spread = max((s.std for s in (m.best_point.best, ref.best_point.best, m.best_point.final,
@@ -220,7 +217,7 @@ def _versus(m: MethodRow, ref: MethodRow, role: str) -> str:
         ratio = m.seconds / ref.seconds
         text = f"time ({ratio:.2f}× as long: {m.seconds:.1f} s vs {ref.seconds:.1f} s per seed)"
         (ties if abs(ratio - 1) < _TIME_TIE else wins if ratio < 1 else loses).append(text)
-    parts = [f"{verb} on {_and(items)}" for verb, items in (("wins", wins), ("loses", loses),
+    parts = [f"{verb} on {join_and(items)}" for verb, items in (("wins", wins), ("loses", loses),
                                                             ("ties", ties)) if items]
     if ref.kind == "tuned":
         what = (f"{ref.name}, the best {role} (start lr {fmt_lr(ref.best_point.lr)}, the best "
@@ -284,10 +281,6 @@ def _md_rows(rows: list[MethodRow]) -> list[list]:
             for row in rows]
 
 
-def _round(v, digits=4):
-    return None if v is None else round(float(v), digits)
-
-
 def _csv_row(row: MethodRow, protocol) -> dict:
     b, m = row.best_point, row.median_point
     return {
@@ -295,20 +288,20 @@ def _csv_row(row: MethodRow, protocol) -> dict:
         "kind": row.kind, "grid_lrs": " ".join(fmt_lr(lr) for lr in row.grid),
         "n_grid": len(row.grid), "runs_per_seed": row.runs_per_seed, "runs_total": row.runs,
         "seeds": " ".join(str(s) for s in row.seeds), "n_seeds": len(row.seeds),
-        "time_s_mean": _round(row.seconds, 3),
-        "time_s_std": _round(None if row.time is None else row.time.std, 3),
+        "time_s_mean": round_or_none(row.seconds, 3),
+        "time_s_std": round_or_none(None if row.time is None else row.time.std, 3),
         "time_s_per_seed": " ".join(f"{v:g}" for v in row.time_per_seed),
-        "gpu_hours_mean": (_round(row.seconds / 3600, 6)
+        "gpu_hours_mean": (round_or_none(row.seconds / 3600, 6)
                            if row.device == "cuda" and row.seconds is not None else None),
         "device": row.device, "runs_without_wall_time": row.estimated_time,
-        "search_s_mean": _round(None if row.search is None else row.search.mean, 3),
+        "search_s_mean": round_or_none(None if row.search is None else row.search.mean, 3),
         "best_lr": fmt_lr(b.lr),
-        "best_acc_mean": _round(b.best and b.best.mean), "best_acc_std": _round(
+        "best_acc_mean": round_or_none(b.best and b.best.mean), "best_acc_std": round_or_none(
             b.best and b.best.std), "best_acc_n": b.n, "best_n_diverged": b.n_div,
-        "final_acc_mean": _round(b.final and b.final.mean),
-        "final_acc_std": _round(b.final and b.final.std),
-        "median_lr": fmt_lr(m.lr), "median_acc_mean": _round(m.best and m.best.mean),
-        "median_acc_std": _round(m.best and m.best.std), "median_acc_n": m.n,
+        "final_acc_mean": round_or_none(b.final and b.final.mean),
+        "final_acc_std": round_or_none(b.final and b.final.std),
+        "median_lr": fmt_lr(m.lr), "median_acc_mean": round_or_none(m.best and m.best.mean),
+        "median_acc_std": round_or_none(m.best and m.best.std), "median_acc_n": m.n,
         "median_n_diverged": m.n_div, "complete_grid": not row.missing, "protocol": protocol,
     }
 
@@ -481,7 +474,7 @@ def _notes(groups: dict, records: list[dict]) -> list[str]:
     ]
     few = [row.name for row in rows if row.acc is not None and row.best_point.best.n < 2]
     if few:
-        who = "Every method has" if len(few) == len(rows) else f"{_and(few)} have"
+        who = "Every method has" if len(few) == len(rows) else f"{join_and(few)} have"
         notes.append(f"**{who} one seed**: no error bars, and the wins and losses above "
                      "can be seed noise; `ARGS='seed=0,1,2'` runs three.")
     devices = {str(r.get("device_name") or r.get("device")) for r in records}
@@ -494,7 +487,7 @@ def _notes(groups: dict, records: list[dict]) -> list[str]:
                      "point may be missed): " + "; ".join(missing) + ".")
     single = [row.name for row in rows if row.optim in TUNED_BASELINES and len(row.grid) == 1]
     if single:
-        notes.append(f"{_and(single)}: runs at one start lr only so far, so counted as "
+        notes.append(f"{join_and(single)}: runs at one start lr only so far, so counted as "
                      "automatic (one run, no tuning cost); run `autolr_grid` for its grid.")
     estimated = sum(row.estimated_time for row in rows)
     if estimated:
@@ -504,7 +497,7 @@ def _notes(groups: dict, records: list[dict]) -> list[str]:
     flat = sorted({str(r.get("optim")) for r in records
                    if str(r.get("optim")) in automatic and _logged_multiplier(r)})
     if flat:
-        notes.append(f"In (b), the logged lr of {_and([_name(o) for o in flat])} is the user "
+        notes.append(f"In (b), the logged lr of {join_and([_name(o) for o in flat])} is the user "
                      "multiplier on the step size they estimate internally, not that step "
                      "size: these runs predate the step-size logging (mbt.optim.step_size); "
                      "plotted anyway, flat at the multiplier. Rerun them for the real curve.")

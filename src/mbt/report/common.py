@@ -16,8 +16,8 @@ from mbt.ledger import PROTOCOLS  # the preference order of reports
 
 __all__ = [
     "DISPLAY", "PROTOCOLS", "Context", "ReportError", "Shared", "Stat", "Target",
-    "accuracies", "bn_init", "bn_slices", "chance_acc", "fmt_delta", "fmt_lr", "get", "lr_key",
-    "plural", "stat", "variant",
+    "accuracies", "bn_init", "bn_slices", "chance_acc", "fmt_delta", "fmt_lr", "get", "join_and",
+    "lr_key", "plural", "round_or_none", "run_seconds", "stat", "variant",
 ]
 
 _NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
@@ -95,6 +95,25 @@ class Stat:
 
 def plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
+
+def join_and(items: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def round_or_none(v, digits: int = 4) -> float | None:
+    return None if v is None else round(float(v), digits)
+
+
+def run_seconds(r: dict) -> tuple[float, bool]:
+    """(seconds the run took, estimated): ``wall_time``, else the sum of its epoch times
+    (W&B records carry no wall_time; epoch times leave out evaluation)."""
+    wall = r.get("wall_time")
+    if wall is not None and math.isfinite(float(wall)):
+        return float(wall), False
+    times = (r.get("history") or {}).get("epoch_time") or []
+    return float(sum(t for t in times if t is not None)), True
+
 
 def stat(values: Iterable[float | None]) -> Stat | None:
     vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]

@@ -33,15 +33,18 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from .autolr import MBT, NAMES, _and, _round, _seconds
+from .autolr import MBT, NAMES
 from .common import (
     Context,
     Stat,
     Target,
     accuracies,
     fmt_lr,
+    join_and,
     lr_key,
     plural,
+    round_or_none,
+    run_seconds,
     stat,
     variant,
 )
@@ -53,7 +56,7 @@ from .selection import (
     choose_protocol,
     majority_settings,
 )
-from .verdicts import _ranks, switch_epoch
+from .verdicts import ranks_high_first, switch_epoch
 from .writers import header, md_table, write_csv, write_md
 
 __all__ = ["AUTOMATIC", "TUNED", "OodRow", "best_tuned_lrs", "out_of_domain", "rows_by_task",
@@ -255,7 +258,7 @@ def _tuned(task, optim, runs: list[dict], protocol) -> OodRow:
     row = _at(task, optim, "tuned", lr, [r for r in runs if lr_key(r.get("lr") or 0.0) == lr])
     row.grid = sorted(seed0)
     row.runs_paid = len(seed0)
-    row.cost = stat([sum(_seconds(r)[0] for r in seed0.values())]) if seed0 else None
+    row.cost = stat([sum(run_seconds(r)[0] for r in seed0.values())]) if seed0 else None
     expected = GRIDS.get(task, {})
     want = expected.get(protocol, expected.get(None, ()))
     lacking = [fmt_lr(v) for v in want if lr_key(v) not in seed0]
@@ -271,7 +274,7 @@ def _automatic(task, optim, runs: list[dict]) -> OodRow:
         lrs, key=lambda v: (lrs[v], v))
     at = [r for r in runs if lr_key(r.get("lr") or 0.0) == lr]
     row = _at(task, optim, "automatic", lr, at)
-    row.cost = stat(_seconds(r)[0] for r in at)
+    row.cost = stat(run_seconds(r)[0] for r in at)
     row.left_out = len(runs) - len(at)
     row.missing = _seed_note(row)
     if optim.startswith("mbt_"):
@@ -282,7 +285,7 @@ def _automatic(task, optim, runs: list[dict]) -> OodRow:
 def _rank(rows: list[OodRow]) -> None:
     """1 = the best mean metric; ties share the mean of their places."""
     scored = [r for r in rows if r.metric is not None]
-    for r, k in zip(scored, _ranks([_score(r.mean, r.task) for r in scored])):
+    for r, k in zip(scored, ranks_high_first([_score(r.mean, r.task) for r in scored])):
         r.rank = k
 
 
@@ -426,8 +429,8 @@ def _overall(groups: dict) -> list[str]:
             out.append(f"**{_name(optim)}, overall:** no task with runs and a tuned "
                        "baseline yet.")
             continue
-        said = ([f"holds without tuning on {_and(holds)}"] if holds else []) + \
-            ([f"does not hold on {_and(fails)}"] if fails else [])
+        said = ([f"holds without tuning on {join_and(holds)}"] if holds else []) + \
+            ([f"does not hold on {join_and(fails)}"] if fails else [])
         out.append(f"**{_name(optim)}, overall:** " + "; ".join(said) + ".")
     return out
 
@@ -495,13 +498,13 @@ def _csv_row(row: OodRow, ranks: dict, protocol) -> dict:
         "metric": "test_loss_nats" if lower_is_better(row.task) else "test_acc",
         "lr": fmt_lr(row.lr), "grid_lrs": " ".join(fmt_lr(v) for v in row.grid),
         "runs_paid": row.runs_paid, "seeds": " ".join(str(s) for s in row.seeds),
-        "n_seeds": len(row.seeds), "metric_mean": _round(m and m.mean),
-        "metric_std": _round(m and m.std), "final_mean": _round(f and f.mean),
-        "final_std": _round(f and f.std), "next_char_acc_mean": _round(a and a.mean),
-        "n_diverged": row.n_div, "cost_s": _round(c and c.mean, 3),
+        "n_seeds": len(row.seeds), "metric_mean": round_or_none(m and m.mean),
+        "metric_std": round_or_none(m and m.std), "final_mean": round_or_none(f and f.mean),
+        "final_std": round_or_none(f and f.std), "next_char_acc_mean": round_or_none(a and a.mean),
+        "n_diverged": row.n_div, "cost_s": round_or_none(c and c.mean, 3),
         "cost_kind": "tuning (seed-0 grid)" if row.kind == "tuned" else "per run",
-        "rank": row.rank, "few_seeds": row.few, "mean_rank": _round(ranks.get(row.optim)),
-        "found_lr": _round(row.found_lr, 6), "bound_hits": row.bound_hits,
+        "rank": row.rank, "few_seeds": row.few, "mean_rank": round_or_none(ranks.get(row.optim)),
+        "found_lr": round_or_none(row.found_lr, 6), "bound_hits": row.bound_hits,
         "switch_epochs": " ".join("" if e is None else str(e) for e in row.switch),
         "left_out_other_lrs": row.left_out, "missing": "; ".join(row.missing),
         "protocol": protocol,

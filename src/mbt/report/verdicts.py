@@ -275,7 +275,7 @@ def table2_lines(rows: list[dict], records: list[dict],
 
 # --- Table 3 ------------------------------------------------------------------------------
 
-def _ranks(values: list[float]) -> list[float]:
+def ranks_high_first(values: list[float]) -> list[float]:
     """1 = highest accuracy; ties share the average rank."""
     return list(pd.Series(values, dtype=float).rank(method="average", ascending=False))
 
@@ -300,7 +300,7 @@ def table3_lines(rows: list[dict]) -> list[str]:
         label = f"{DISPLAY.get(ds, ds)} {DISPLAY.get(optim, optim)}"
         ours = [r["ours_best_mean"] for r in both]
         paper_ = [_paper_value(r) for r in both]
-        for r, ro, rp in zip(both, _ranks(ours), _ranks(paper_)):
+        for r, ro, rp in zip(both, ranks_high_first(ours), ranks_high_first(paper_)):
             mean, std = r["ours_best_mean"], r.get("ours_best_std")
             ours_text = f"{mean:.2f}" + (f" ± {std:.2f}" if (r.get("n") or 0) > 1 else "")
             per_model.setdefault(r["model"], {})[label] = (
