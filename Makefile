@@ -30,11 +30,11 @@ SWEEP = protocol=$(PROTOCOL) hydra/launcher=$(LAUNCHER) paths.ledger=$(LEDGER) $
 TRAIN := $(PY) -m mbt.train
 # LAUNCHER=status (conf/hydra/launcher/status.yaml) only lists what each sweep would run.
 REPORT = $(if $(filter status,$(LAUNCHER)),@true,$(PY) -m mbt.report --ledger $(LEDGER))
-# The extra seeds at each best start lr: one multirun per (optimizer, lr) cell, read from
-# stdin, CELL_JOBS at a time (launchers that spread jobs: side by side); fails at the end
-# if any failed. ARGS must not contain single quotes here.
+# The extra seeds at each best start lr: one multirun per (optimizer, lr) cell read from
+# stdin, its overrides appended to the command, CELL_JOBS at a time (launchers that spread
+# jobs: side by side); a failed one does not stop the others, the line fails at the end.
 CELL_JOBS ?= $(if $(filter local_gpus slurm,$(LAUNCHER)),8,1)
-EACH_CELL = xargs -r -d '\n' -P $(CELL_JOBS) -I{} sh -c
+EACH_CELL = xargs -r -L 1 -P $(CELL_JOBS)
 # The paper's 9 start lrs (Tables 1-2).
 LR_GRID := 100,10,1,0.1,0.01,0.001,0.0001,0.00001,0.000001
 
@@ -109,7 +109,7 @@ reproduce-table2: install ## Table 2: 8 optimizers x 9 lrs + MBT-GD/MMT/NAG, Res
 ifeq ($(PROTOCOL),cpu)
 	$(TRAIN) --multirun experiment=table2_mbt optim=mbt_mmt,mbt_nag optim.lr=$(LR_GRID) seed=0 $(SWEEP)
 	set -o pipefail; $(PY) -m mbt.report.best_lr --ledger $(LEDGER) --protocol cpu | \
-	  $(EACH_CELL) '$(TRAIN) --multirun experiment=table2 {} seed=1,2 $(SWEEP) </dev/null'
+	  $(EACH_CELL) $(TRAIN) --multirun experiment=table2 seed=1,2 $(SWEEP)
 endif
 	$(REPORT) table2 --protocol $(PROTOCOL)
 
@@ -144,9 +144,9 @@ reproduce-ood: install ## beyond the paper: MBT-GD/MMT/NAG and 8 other automatic
 	$(TRAIN) --multirun experiment=autolr $(SWEEP)
 	$(TRAIN) --multirun experiment=autolr_grid $(SWEEP)
 	set -o pipefail; $(PY) -m mbt.report.best_lr --ledger $(LEDGER) --protocol $(PROTOCOL) --target out_of_domain | \
-	  $(EACH_CELL) '$(TRAIN) --multirun {} seed=1,2 $(OODSWEEP) </dev/null'
+	  $(EACH_CELL) $(TRAIN) --multirun seed=1,2 $(OODSWEEP)
 	set -o pipefail; $(PY) -m mbt.report.best_lr --ledger $(LEDGER) --protocol $(PROTOCOL) | { grep -E '^optim=(sgd|nag) ' || true; } | \
-	  $(EACH_CELL) '$(TRAIN) --multirun experiment=autolr_grid {} seed=1,2 $(SWEEP) </dev/null'
+	  $(EACH_CELL) $(TRAIN) --multirun experiment=autolr_grid seed=1,2 $(SWEEP)
 	$(REPORT) out_of_domain --protocol $(PROTOCOL)
 
 # How the cpu presets' epoch counts were chosen, seed 0, into their own ledger (the presets'

@@ -160,13 +160,16 @@ def test_the_seed_loop_runs_every_best_cell_even_after_one_fails(tmp_path, launc
     proc = subprocess.run(
         ["make", "--no-print-directory", "-f", str(REPO_ROOT / "Makefile"), "reproduce-table2",
          "PROTOCOL=cpu", "NO_INSTALL=1", f"PY={fake}", f"LAUNCHER={launcher}",
-         f"LEDGER={tmp_path / 'ledger.jsonl'}", "DATA_ROOT=/nowhere"],
+         f"LEDGER={tmp_path / 'ledger.jsonl'}", "DATA_ROOT=/nowhere",
+         "ARGS='notes=a b {} $$x'"],
         cwd=tmp_path, capture_output=True, text=True, timeout=60,
         env={**os.environ, "LOG": str(log)})
     assert proc.returncode != 0  # the sgd cell failed
-    seeds = [line for line in log.read_text().splitlines() if "seed=1,2" in line]
-    assert sorted(line.split(" experiment=table2 ")[1].split(" seed=")[0] for line in seeds) == [
+    seeds = [line.split() for line in log.read_text().splitlines() if "seed=1,2" in line]
+    assert sorted(" ".join(words[-2:]) for words in seeds) == [  # the cell's overrides last
         "optim=nag optim.lr=0.01", "optim=sgd optim.lr=0.1"]
-    assert all(f"hydra/launcher={launcher}" in line for line in seeds)
+    assert all("experiment=table2" in w and f"hydra/launcher={launcher}" in w for w in seeds)
+    # ARGS reach every seed cell as written: spaces inside a quoted value, {} and $ too
+    assert all("notes=a b {} $x" in " ".join(words) for words in seeds)
     jobs = "8" if launcher == "local_gpus" else "1"
-    assert f"xargs -r -d '\\n' -P {jobs} " in proc.stdout
+    assert f"xargs -r -L 1 -P {jobs} " in proc.stdout

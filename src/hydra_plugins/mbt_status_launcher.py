@@ -4,7 +4,11 @@ would still run, without running anything.
 Each cell of the sweep is composed and keyed as the launchers that skip finished cells do
 (:func:`mbt.launchers.finished_cells`); the launcher prints one line per sweep,
 ``status: <experiment> <protocol>: N of M cells in <ledger>``, then one line per missing
-cell with the overrides that tell the cells apart, and returns the found cells' records.
+cell with the overrides that tell the cells apart (all of them for a one-cell sweep), and
+returns the found cells' records. A cell whose run key cannot be derived (its data missing,
+a bad value) counts as missing, and a line says how many and why. ``job_device``: what
+``trainer.device=auto`` becomes where the cells ran (``cuda`` for a ledger made on GPUs,
+checked from a CPU node: CIFAR's input pipeline, part of the key, follows the device).
 No job runs and nothing is written but Hydra's sweep folder. A task other than
 ``mbt.train`` / ``mbt.find_lr`` has no ledger to look in: the launcher says so.
 
@@ -32,8 +36,9 @@ def _varying(job_overrides: Sequence[Sequence[str]]) -> set[str]:
 class StatusLauncher(Launcher):
     """Prints which cells of each batch the ledger holds; runs none."""
 
-    def __init__(self, show_missing: int = 40) -> None:
+    def __init__(self, show_missing: int = 40, job_device: str | None = None) -> None:
         self.show_missing = show_missing
+        self.job_device = job_device
         self.config = self.hydra_context = self.task_function = None
 
     def setup(self, *, hydra_context, task_function, config) -> None:
@@ -48,8 +53,10 @@ class StatusLauncher(Launcher):
             print("status: this task writes no ledger record; nothing to look up",
                   file=sys.stdout, flush=True)
             return []
+        errors: list = []
         done, _ = finished_cells(self.config, self.hydra_context.config_loader,
-                                 job_overrides, initial_job_idx, kind)
+                                 job_overrides, initial_job_idx, kind,
+                                 job_device=self.job_device, errors=errors)
         choices = self.config.hydra.runtime.get("choices") or {}
         parts = (choices.get("experiment") or self.config.get("experiment"),
                  self.config.get("protocol"))
@@ -59,7 +66,13 @@ class StatusLauncher(Launcher):
         print(f"status: {name}: {len(done)} of {len(job_overrides)} cells in "
               f"{self.config.paths.ledger}" + (f"; to run: {len(missing)}" if missing else ""),
               flush=True)
-        keys = _varying(job_overrides)
+        if errors:  # counted as missing, as a launcher would submit them: say why
+            num, err = errors[0]
+            print(f"  {len(errors)} of them could not be keyed, e.g. #{num}: "
+                  f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
+                  flush=True)
+        keys = _varying(job_overrides) or {o.partition("=")[0] for ov in job_overrides
+                                           for o in ov}
         for overrides in missing[:self.show_missing]:
             print("  " + " ".join(o for o in overrides if o.partition("=")[0] in keys), flush=True)
         if len(missing) > self.show_missing:

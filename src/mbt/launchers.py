@@ -101,7 +101,8 @@ def _cell(config: DictConfig, config_loader: Any, overrides: Sequence[str], num:
 
 def finished_cells(config: DictConfig, config_loader: Any,
                    job_overrides: Sequence[Sequence[str]], initial_job_idx: int, kind: str,
-                   *, job_device: str | None = None) -> tuple[dict[int, JobReturn], list[str]]:
+                   *, job_device: str | None = None, errors: list | None = None,
+                   ) -> tuple[dict[int, JobReturn], list[str]]:
     """The cells of a sweep batch already in their ledger: ``({job number: JobReturn with
     the ledger record as return value}, [the ledgers they were found in])``.
 
@@ -110,7 +111,8 @@ def finished_cells(config: DictConfig, config_loader: Any,
     :func:`mbt.run.run_identity`, the data files read once per (dataset, root,
     allow_partial). ``job_device``: what ``trainer.device=auto`` becomes in the job
     (``cuda`` on a GPU node), for config values that depend on it; None: as here. A cell
-    whose key cannot be derived (bad value, data missing, ...) counts as not finished."""
+    whose key cannot be derived (bad value, data missing, ...) counts as not finished;
+    ``errors``, if given, receives ``(job number, exception)`` for each such cell."""
     from mbt.run import run_identity  # torch and the data code: only where a sweep needs them
 
     cache: dict = {}
@@ -124,6 +126,8 @@ def finished_cells(config: DictConfig, config_loader: Any,
         except Exception as err:  # never skip a cell on doubt: its job says what is wrong
             log.debug("job %d (%s): run key not derived, submitting it: %s", num,
                       " ".join(overrides), err)
+            if errors is not None:
+                errors.append((num, err))
             continue
         if found is not None:
             path, done[num] = found

@@ -412,6 +412,19 @@ def verdict(rows: list[OodRow], optim: str) -> tuple[str, bool | None]:
             + (f". Evidence: {ev}." if ev else "."), holds)
 
 
+def _verdict_short(rows: list[OodRow], optim: str, task) -> list[str]:
+    """What the verdict on ``optim`` rests on and still lacks runs of: its own row and the
+    task's tuned baselines (missing seeds or grid lrs, or no runs at all). Other methods'
+    rows do not change it."""
+    by_optim = {r.optim: r for r in rows}
+    short = []
+    for name in (optim, *BASELINES.get(task, TUNED)):
+        row = by_optim.get(name)
+        if row is None or row.missing:
+            short.append(_name(name))
+    return short
+
+
 def _overall(groups: dict) -> list[str]:
     out = []
     for optim in MBT:
@@ -420,11 +433,9 @@ def _overall(groups: dict) -> list[str]:
         for task, rows in groups.items():
             h = verdict(rows, optim)[1]
             if h is not None:
-                # A verdict on a task whose rows still miss seeds or grid lrs may change.
-                short = sum(bool(r.missing) for r in rows)
+                short = _verdict_short(rows, optim, task)
                 (holds if h else fails).append(_task_name(task) + (
-                    f" (interim: {short} of its {len(rows)} methods still miss runs)"
-                    if short else ""))
+                    f" (interim: runs of {join_and(short)} still missing)" if short else ""))
         if not holds and not fails:
             out.append(f"**{_name(optim)}, overall:** no task with runs and a tuned "
                        "baseline yet.")
