@@ -23,8 +23,9 @@ fi
 if ! git -C "$_mbt_root" rev-parse HEAD > /dev/null 2>&1; then
   [ -f "$_mbt_root/.device/source.env" ] && export "$(cat "$_mbt_root/.device/source.env")"
   # The same code files, with the same contents, as the commit device-prepare saw.
+  # The roots to list are those of device-prepare's list (src, conf, ...).
   if ! (cd "$_mbt_root" && sha256sum --quiet -c .device/source.sha256 &&
-        find src conf scripts Makefile pyproject.toml -type f ! -path '*/__pycache__/*' \
+        find $(cut -d/ -f1 .device/source.files | sort -u) -type f ! -path '*/__pycache__/*' \
           ! -path '*.egg-info/*' | LC_ALL=C sort | cmp -s - .device/source.files) > /dev/null 2>&1
   then
     export MBT_SOURCE_DIRTY=1

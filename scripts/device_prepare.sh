@@ -30,6 +30,13 @@ if [ -n "$(git status --porcelain --untracked-files=no -- . ':(exclude)results')
        "name a commit that holds the code they ran" >&2
   exit 2
 fi
+# The code a record depends on: these files (a file the copy has beyond them makes it differ
+# too) and their hashes. Untracked files there would travel as well: refuse them.
+code=(src conf scripts Makefile pyproject.toml)
+if [ -n "$(git ls-files --others --exclude-standard -- "${code[@]}")" ]; then
+  echo "error: untracked files in ${code[*]} would travel to the device: commit or remove them" >&2
+  exit 2
+fi
 rm -rf .device/data
 mkdir -p .device/data .device/bin
 pkgs=()
@@ -63,13 +70,6 @@ for part in "${parts[@]}"; do
   esac
 done
 
-# The code a record depends on: the files (a file the copy has beyond these makes it differ
-# too) and their hashes. Untracked files there would travel as well: refuse them.
-code=(src conf scripts Makefile pyproject.toml)
-if [ -n "$(git ls-files --others --exclude-standard -- "${code[@]}")" ]; then
-  echo "error: untracked files in ${code[*]} would travel to the device: commit or remove them" >&2
-  exit 2
-fi
 echo "MBT_SOURCE_COMMIT=$(git rev-parse HEAD)" > .device/source.env
 git ls-files -- "${code[@]}" | LC_ALL=C sort > .device/source.files
 tr '\n' '\0' < .device/source.files | xargs -0 sha256sum > .device/source.sha256

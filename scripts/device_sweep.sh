@@ -126,12 +126,11 @@ for g in "${groups[@]}"; do
   group_cmd "$g"
   left=$(( DEADLINE - $(date +%s) ))
   [ "$left" -gt 30 ] || { echo "device-sweep: $g not started: the deadline is near"; continue; }
-  # Each group in its own folder: Hydra names sweep folders by the second they start.
+  # Each group in its own folder: its sweep folders and job logs apart from the others'.
   mkdir -p "$W/$g"
   (cd "$W/$g" && timeout -k 30 "$left" "${cmd[@]}" > "$W/$g.log" 2>&1;
    echo "device-sweep: $g exited $? after $(( $(date +%s) - START )) s") &
   pids+=($!)
-  sleep 2
 done
 [ ${#pids[@]} = 0 ] || wait "${pids[@]}"
 kill "$saver" 2> /dev/null

@@ -18,7 +18,6 @@ hence this module; it imports mbt's code only when a sweep launches.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
 from hydra.core.utils import JobReturn
@@ -50,8 +49,7 @@ class StatusLauncher(Launcher):
 
         kind = task_kind(self.task_function)
         if kind is None:
-            print("status: this task writes no ledger record; nothing to look up",
-                  file=sys.stdout, flush=True)
+            print("status: this task writes no ledger record; nothing to look up", flush=True)
             return []
         errors: list = []
         done, _ = finished_cells(self.config, self.hydra_context.config_loader,

@@ -3,8 +3,8 @@
 A sweep on another machine (the GPU the device tool lends, a cluster node with its own
 disk) writes its own copy of the ledger: ``scripts/device_sweep.sh`` starts from a copy of
 ``results/ledger.jsonl`` and brings that copy back. Merging appends each record of FROM
-that INTO does not hold, in FROM's order, through :func:`mbt.ledger.append` (one whole
-line or nothing). Nothing in INTO is rewritten: it stays append-only.
+that INTO does not hold, in FROM's order, under INTO's lock (:func:`mbt.ledger.locked`; one
+whole line or nothing each). Nothing in INTO is rewritten: it stays append-only.
 
 A record is already held when INTO has the same record (the copy's own first lines), or,
 for a finished or diverged run, any finished or diverged record with its ``run_key``: a

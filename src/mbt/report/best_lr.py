@@ -25,7 +25,6 @@ from .targets import TABLE2_BASELINES, by_name
 
 __all__ = ["best_lrs", "main"]
 
-BASELINES = TABLE2_BASELINES
 
 
 def best_lrs(records: list[dict], protocol: str, seed: int = 0
@@ -35,7 +34,7 @@ def best_lrs(records: list[dict], protocol: str, seed: int = 0
     sel = select(records, by_name("table2"), protocol)
     best: dict[str, float] = {}
     missing: dict[str, int] = {}
-    for optim in BASELINES:
+    for optim in TABLE2_BASELINES:
         acc = {lr_key(r["lr"]): accuracies(r)[0] for r in sel.records
                if r.get("optim") == optim and r.get("seed") == seed}
         absent = [lr for lr in LR_GRID if lr not in acc]

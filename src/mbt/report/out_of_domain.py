@@ -51,10 +51,10 @@ from .common import (
 from .paper import LR_GRID
 from .selection import (
     Selection,
-    _experiments,
-    _one_per_cell_and_seed,
     choose_protocol,
+    experiments_of,
     majority_settings,
+    one_per_cell_and_seed,
 )
 from .verdicts import ranks_high_first, switch_epoch
 from .writers import header, md_table, write_csv, write_md
@@ -113,7 +113,7 @@ def _candidate(r: dict) -> bool:
     under any preset that makes its cells (autolr's cpu runs share Table 2's run keys, so
     whichever trained a cell first labels it; older autolr presets' MMT, Adam and SGD +
     cosine are not on the list), MBT at 1e-2 only."""
-    exps = _experiments(r)
+    exps = experiments_of(r)
     if "out_of_domain" in exps:
         return True
     optim = r.get("optim")
@@ -153,9 +153,9 @@ def select_runs(records: list[dict], spec: Target, protocol: str | None = None) 
         runs_of_task, note = _settled(task, tasks[task])
         kept += runs_of_task
         notes += [note] if note else []
-    kept = _one_per_cell_and_seed(kept, spec.name, spec.cell_of)
+    kept = one_per_cell_and_seed(kept, spec.name, spec.cell_of)
     borrowed = Counter(str(r.get("experiment")) for r in kept
-                       if "out_of_domain" not in _experiments(r))
+                       if "out_of_domain" not in experiments_of(r))
     return Selection(spec.name, chosen if kept else protocol, kept, spec,
                      len({spec.cell_of(r) for r in kept}),
                      others,

@@ -16,7 +16,8 @@ from mbt import ledger
 
 from .common import PROTOCOLS, ReportError, Target, get, plural, variant
 
-__all__ = ["Selection", "load_ledger", "select"]
+__all__ = ["Selection", "choose_protocol", "experiments_of", "load_ledger",
+           "majority_settings", "one_per_cell_and_seed", "select", "select_majority_settings"]
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,8 @@ def load_ledger(path: str | Path) -> list[dict]:
                     plural(len(left), "record"), path)
     return list(by_key.values())
 
-def _one_per_cell_and_seed(records: list[dict], target: str,
+
+def one_per_cell_and_seed(records: list[dict], target: str,
                            cell_of: Callable[[dict], Hashable]) -> list[dict]:
     """One sample per (cell, seed, variant): the newest (last in ledger order) wins, with a
     warning naming the runs it replaces (e.g. the same cell on other data). A variant
@@ -99,13 +101,17 @@ def _one_per_cell_and_seed(records: list[dict], target: str,
                     k[0], k[1], newest[k].get("run_key"), ", ".join(keys))
     return list(newest.values())
 
-def _experiments(r: dict) -> set:
+
+def experiments_of(r: dict) -> set:
+    """The experiments a record counts for: its own and any it was shared with."""
     return {r.get("experiment"), *(r.get("experiments") or ())}
+
 
 def _settings(r: dict) -> tuple:
     # What the presets of one protocol fix for every cell (the sweep varies the rest).
     return (r.get("epochs"), r.get("batch_size"), get(r, "data", "subset"),
             get(r, "data", "block_size"))
+
 
 def select(records: Iterable[dict], spec: Target, protocol: str | None = None) -> Selection:
     """The records of target ``spec`` (``record["experiment"]``, ``spec.kind``) under
@@ -123,7 +129,7 @@ def select(records: Iterable[dict], spec: Target, protocol: str | None = None) -
     target, cell_of, shared = spec.name, spec.cell_of, spec.shared
     experiments = {target, *(shared.experiments if shared else ())}
     records = [r for r in records
-               if r.get("kind", "train") == spec.kind and _experiments(r) & experiments]
+               if r.get("kind", "train") == spec.kind and experiments_of(r) & experiments]
     if not spec.both_inits:  # after the experiment filter: warn only of the target's runs
         other_variants = [r for r in records if variant(r) != "torch"]
         if other_variants:
@@ -135,9 +141,9 @@ def select(records: Iterable[dict], spec: Target, protocol: str | None = None) -
     other: dict[str, list[dict]] = {}
     for r in records:
         p = str(r.get("protocol"))
-        if target in _experiments(r):
+        if target in experiments_of(r):
             own.setdefault(p, []).append(r)
-        elif shared and _experiments(r) & set(shared.experiments) and shared.fits(r):
+        elif shared and experiments_of(r) & set(shared.experiments) and shared.fits(r):
             other.setdefault(p, []).append(r)
     by_protocol: dict[str, list[dict]] = {}
     for p in {*own, *other}:
@@ -147,19 +153,19 @@ def select(records: Iterable[dict], spec: Target, protocol: str | None = None) -
             # None of its own runs yet: the settings of the first sharing experiment that has
             # runs (Table 3 takes Table 2's 8-epoch runs, not Figure 3's 30-epoch ones).
             first = next((e for e in shared.experiments
-                          if any(e in _experiments(r) for r in other.get(p, []))), None)
-            settings = {_settings(r) for r in other.get(p, []) if first in _experiments(r)}
+                          if any(e in experiments_of(r) for r in other.get(p, []))), None)
+            settings = {_settings(r) for r in other.get(p, []) if first in experiments_of(r)}
         by_protocol[p] = mine + [r for r in other.get(p, [])
                                  if not settings or _settings(r) in settings]
     by_protocol = {p: rs for p, rs in by_protocol.items() if rs}
     cells = {p: len({(cell_of(r), variant(r)) for r in rs}) for p, rs in by_protocol.items()}
 
     chosen, others = choose_protocol(cells, protocol)
-    chosen_records = _one_per_cell_and_seed(by_protocol.get(chosen, []), target, cell_of) \
+    chosen_records = one_per_cell_and_seed(by_protocol.get(chosen, []), target, cell_of) \
         if chosen is not None else []
     borrowed: dict[str, int] = {}
     for r in chosen_records:
-        if target not in _experiments(r):
+        if target not in experiments_of(r):
             borrowed[str(r.get("experiment"))] = borrowed.get(str(r.get("experiment")), 0) + 1
     return Selection(target, chosen if chosen_records else protocol, chosen_records, spec,
                      cells.get(chosen, 0), others, borrowed)
