@@ -99,7 +99,7 @@ reproduce-toy: install ## Examples 3.6-3.7 and Fig. 2(a) at the paper's settings
 reproduce-fig2a: install ## Fig. 2(a) only -> results/fig2a.{png,csv,md}
 	$(PY) scripts/reproduce_toy.py --out results --only fig2a
 
-reproduce-table1: install ## Table 1: MBT-GD lr, 9 start lrs x 7 batch sizes (PROTOCOL=full|quick|smoke, LAUNCHER=basic|local_gpus|slurm)
+reproduce-table1: install ## Table 1: MBT-GD lr, 9 start lrs x 7 batch sizes (PROTOCOL=full|quick|smoke, LAUNCHER=basic|local_gpus|slurm|status)
 	$(PY) -m mbt.find_lr --multirun experiment=table1 $(SWEEP)
 	$(REPORT) table1 --protocol $(PROTOCOL)
 
@@ -137,16 +137,19 @@ reproduce-autolr: install ## beyond the paper: automatic-lr methods vs tuned gri
 # seed 0; seeds 1-2 then run at each grid's best lr (mbt.report.best_lr). Under cpu, CIFAR's
 # tuned SGD/NAG and MBT cells are Table 2's (same run keys); under full, autolr's presets
 # keep their own divergence cut-off, so those are cells of their own (200 epochs on a GPU).
+# One shell for all sweeps: a failed cell stops none of the later sweeps; the target then
+# fails before the report, like the other targets.
 OODSWEEP = protocol=$(PROTOCOL) hydra/launcher=$(LAUNCHER) paths.ledger=$(LEDGER) $(ARGS)
 reproduce-ood: install ## beyond the paper: MBT-GD/MMT/NAG and 8 other automatic-lr methods vs tuned SGD/NAG/AdamW on Fashion-MNIST, a char LM and CIFAR-10 (PROTOCOL=cpu)
 	rc=0; for e in out_of_domain out_of_domain_grid out_of_domain_text out_of_domain_text_grid; do \
-	  $(TRAIN) --multirun experiment=$$e $(OODSWEEP) || rc=1; done; exit $$rc
-	$(TRAIN) --multirun experiment=autolr $(SWEEP)
-	$(TRAIN) --multirun experiment=autolr_grid $(SWEEP)
-	set -o pipefail; $(PY) -m mbt.report.best_lr --ledger $(LEDGER) --protocol $(PROTOCOL) --target out_of_domain | \
-	  $(EACH_CELL) $(TRAIN) --multirun seed=1,2 $(OODSWEEP)
-	set -o pipefail; $(PY) -m mbt.report.best_lr --ledger $(LEDGER) --protocol $(PROTOCOL) | { grep -E '^optim=(sgd|nag) ' || true; } | \
-	  $(EACH_CELL) $(TRAIN) --multirun experiment=autolr_grid seed=1,2 $(SWEEP)
+	  $(TRAIN) --multirun experiment=$$e $(OODSWEEP) || rc=1; done; \
+	$(TRAIN) --multirun experiment=autolr $(SWEEP) || rc=1; \
+	$(TRAIN) --multirun experiment=autolr_grid $(SWEEP) || rc=1; \
+	( set -o pipefail; $(PY) -m mbt.report.best_lr --ledger $(LEDGER) --protocol $(PROTOCOL) --target out_of_domain | \
+	  $(EACH_CELL) $(TRAIN) --multirun seed=1,2 $(OODSWEEP) ) || rc=1; \
+	( set -o pipefail; $(PY) -m mbt.report.best_lr --ledger $(LEDGER) --protocol $(PROTOCOL) | { grep -E '^optim=(sgd|nag) ' || true; } | \
+	  $(EACH_CELL) $(TRAIN) --multirun experiment=autolr_grid seed=1,2 $(SWEEP) ) || rc=1; \
+	exit $$rc
 	$(REPORT) out_of_domain --protocol $(PROTOCOL)
 
 # How the cpu presets' epoch counts were chosen, seed 0, into their own ledger (the presets'

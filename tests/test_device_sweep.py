@@ -173,3 +173,43 @@ def test_the_seed_loop_runs_every_best_cell_even_after_one_fails(tmp_path, launc
     assert all("notes=a b {} $x" in " ".join(words) for words in seeds)
     jobs = "8" if launcher == "local_gpus" else "1"
     assert f"xargs -r -L 1 -P {jobs} " in proc.stdout
+
+
+FAKE_OOD_PY = """#!/usr/bin/env bash
+# Stands in for python: best_lr names one out-of-domain cell, or two CIFAR cells of which
+# the recipe keeps SGD's; the text sweep fails; training logs its arguments.
+case "$2" in
+  mbt.report.best_lr) case "$*" in
+    *out_of_domain*) echo 'experiment=out_of_domain_grid optim=nag optim.lr=0.1' ;;
+    *) printf 'optim=sgd optim.lr=0.1\\noptim=adam optim.lr=0.001\\n' ;; esac ;;
+  mbt.train) echo "$*" >> "$LOG"; case "$*" in *experiment=out_of_domain_text\\ *) exit 1 ;; esac ;;
+  mbt.report) echo report >> "$LOG" ;;
+esac
+exit 0
+"""
+
+
+def test_reproduce_ood_runs_every_sweep_after_a_failed_one(tmp_path):
+    """A failed text sweep stops none of the later sweeps (CIFAR autolr, the seed loops);
+    the target fails at the end, before its report."""
+    fake = tmp_path / "py"
+    fake.write_text(FAKE_OOD_PY)
+    fake.chmod(0o755)
+    log = tmp_path / "log"
+    proc = subprocess.run(
+        ["make", "--no-print-directory", "-f", str(REPO_ROOT / "Makefile"), "reproduce-ood",
+         "PROTOCOL=cpu", "NO_INSTALL=1", f"PY={fake}", f"LEDGER={tmp_path / 'ledger.jsonl'}",
+         "DATA_ROOT=/nowhere"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "LOG": str(log)})
+    assert proc.returncode != 0
+    runs = log.read_text().splitlines()
+    experiments = [w.split("=", 1)[1] for line in runs for w in line.split()
+                   if w.startswith("experiment=") and "seed=1,2" not in line]
+    assert experiments == ["out_of_domain", "out_of_domain_grid", "out_of_domain_text",
+                           "out_of_domain_text_grid", "autolr", "autolr_grid"]
+    seeds = [line for line in runs if "seed=1,2" in line]
+    assert len(seeds) == 2
+    assert seeds[0].endswith("experiment=out_of_domain_grid optim=nag optim.lr=0.1")
+    assert "experiment=autolr_grid" in seeds[1] and seeds[1].endswith("optim=sgd optim.lr=0.1")
+    assert "report" not in runs
