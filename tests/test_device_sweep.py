@@ -137,6 +137,22 @@ def test_one_pass_in_a_copy_without_git_trains_and_brings_back_its_ledger(tmp_pa
     assert not (tmp_path / "work2" / "ledger.jsonl").exists()
 
 
+def _make_with_fake_python(tmp_path, fake_python: str, target: str, *variables: str):
+    """``make <target> PROTOCOL=cpu`` with ``fake_python`` (a bash script) as python; its
+    log of the commands it was given is the returned path."""
+    fake = tmp_path / "py"
+    fake.write_text(fake_python)
+    fake.chmod(0o755)
+    log = tmp_path / "log"
+    proc = subprocess.run(
+        ["make", "--no-print-directory", "-f", str(REPO_ROOT / "Makefile"), target,
+         "PROTOCOL=cpu", "NO_INSTALL=1", f"PY={fake}", f"LEDGER={tmp_path / 'ledger.jsonl'}",
+         "DATA_ROOT=/nowhere", *variables],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "LOG": str(log)})
+    return proc, log
+
+
 FAKE_PY = """#!/usr/bin/env bash
 # Stands in for python: best_lr names two cells, training logs its arguments (the first
 # cell fails), the report does nothing.
@@ -153,17 +169,8 @@ def test_the_seed_loop_runs_every_best_cell_even_after_one_fails(tmp_path, launc
     """reproduce-table2's seeds at each best start lr: one multirun per cell, each with
     seeds 1 and 2 (side by side under local_gpus); a failed cell does not stop the others,
     and the target fails at the end."""
-    fake = tmp_path / "py"
-    fake.write_text(FAKE_PY)
-    fake.chmod(0o755)
-    log = tmp_path / "log"
-    proc = subprocess.run(
-        ["make", "--no-print-directory", "-f", str(REPO_ROOT / "Makefile"), "reproduce-table2",
-         "PROTOCOL=cpu", "NO_INSTALL=1", f"PY={fake}", f"LAUNCHER={launcher}",
-         f"LEDGER={tmp_path / 'ledger.jsonl'}", "DATA_ROOT=/nowhere",
-         "ARGS='notes=a b {} $$x'"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60,
-        env={**os.environ, "LOG": str(log)})
+    proc, log = _make_with_fake_python(tmp_path, FAKE_PY, "reproduce-table2",
+                                       f"LAUNCHER={launcher}", "ARGS='notes=a b {} $$x'")
     assert proc.returncode != 0  # the sgd cell failed
     seeds = [line.split() for line in log.read_text().splitlines() if "seed=1,2" in line]
     assert sorted(" ".join(words[-2:]) for words in seeds) == [  # the cell's overrides last
@@ -192,16 +199,7 @@ exit 0
 def test_reproduce_ood_runs_every_sweep_after_a_failed_one(tmp_path):
     """A failed text sweep stops none of the later sweeps (CIFAR autolr, the seed loops);
     the target fails at the end, before its report."""
-    fake = tmp_path / "py"
-    fake.write_text(FAKE_OOD_PY)
-    fake.chmod(0o755)
-    log = tmp_path / "log"
-    proc = subprocess.run(
-        ["make", "--no-print-directory", "-f", str(REPO_ROOT / "Makefile"), "reproduce-ood",
-         "PROTOCOL=cpu", "NO_INSTALL=1", f"PY={fake}", f"LEDGER={tmp_path / 'ledger.jsonl'}",
-         "DATA_ROOT=/nowhere"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60,
-        env={**os.environ, "LOG": str(log)})
+    proc, log = _make_with_fake_python(tmp_path, FAKE_OOD_PY, "reproduce-ood")
     assert proc.returncode != 0
     runs = log.read_text().splitlines()
     experiments = [w.split("=", 1)[1] for line in runs for w in line.split()
