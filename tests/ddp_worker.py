@@ -1,7 +1,7 @@
 """One rank of the DDP checks in ``tests/test_ddp.py``; run under ``torchrun``, gloo on the CPU.
 
 ``python -m torch.distributed.run --standalone --nproc_per_node=2 tests/ddp_worker.py
-{gd|mbt} OUT.json``: rank 0 writes what every rank saw to OUT.json. Each rank trains on
+{gd|mbt|lr_range} OUT.json``: rank 0 writes what every rank saw to OUT.json. Each rank trains on
 its own shard of one data set (``DistributedSampler``), and the shards differ on purpose:
 the odd samples (rank 1's) have inputs on another scale and labels that follow another
 rule, so per-rank losses along the common (DDP-averaged) gradient disagree about which
@@ -137,12 +137,39 @@ def mbt() -> dict:
     return out
 
 
+def lr_range() -> dict:
+    """The LR-range test on each rank's shard, of the DDP wrapper and of the bare module
+    (the ranks' losses differ: only their mean gives one curve); the weights after it."""
+    from mbt.optim import lr_range_test
+
+    bare = model()
+    before = flat(bare).clone()
+    out = {}
+    for name, net in (("wrapped", DDP(bare)), ("bare", bare)):
+        swept: list[torch.Tensor] = []  # the weights after each step of the sweep
+
+        class Recorded(torch.optim.SGD):
+            def step(self, closure=None, swept=swept):
+                loss = super().step(closure)
+                swept.append(flat(bare).clone())
+                return loss
+
+        result = lr_range_test(
+            net, nn.CrossEntropyLoss(), loader(dataset()), lr_min=1e-3, lr_max=10.0,
+            num_steps=24, optimizer_factory=lambda p: Recorded(p, lr=0.1, momentum=0.9))
+        out[name] = {"losses": result.losses, "smoothed": result.smoothed,
+                     "lr": result.suggested_lr, "stopped": result.stopped_early,
+                     "weights_agree": same_on_all_ranks(torch.stack(swept))}
+    out["unchanged"] = torch.equal(flat(bare), before)
+    return out
+
+
 def main() -> None:
     check, out = sys.argv[1], sys.argv[2]
     # A rank left waiting in a collective gives up within a minute instead of hanging.
     dist.init_process_group("gloo", timeout=timedelta(seconds=60))
     torch.set_num_threads(1)
-    result = {"gd": line_searches, "mbt": mbt}[check]()
+    result = {"gd": line_searches, "mbt": mbt, "lr_range": lr_range}[check]()
     gathered = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, result)
     if dist.get_rank() == 0:

@@ -82,3 +82,15 @@ def test_mbt_finder_agrees_across_ranks_and_with_one_process(tmp_path):
     assert got["per_batch"] == pytest.approx(ref.per_batch, rel=1e-12)
     assert got["f0"] == pytest.approx(ref.f0, rel=1e-5)
     assert got["scale"] == pytest.approx(ref.scale, rel=1e-12)  # global batch over N
+
+
+def test_lr_range_test_agrees_across_ranks(tmp_path):
+    """Each rank sweeps its own shard; the curve, the early stop and the suggestion are
+    the ranks' mean's, the same on both, wrapped or not, and the weights stay put."""
+    first, second = ranks = torchrun("lr_range", tmp_path)
+    assert second["wrapped"] == first["wrapped"]
+    for r in ranks:
+        assert r["bare"] == r["wrapped"]  # grads averaged by the test without DDP's hooks
+        assert r["wrapped"]["weights_agree"]  # at every step of the sweep
+        assert r["unchanged"]
+    assert len(set(first["wrapped"]["losses"])) > 1

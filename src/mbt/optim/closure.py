@@ -39,6 +39,8 @@ import torch
 from torch import nn
 from torch.nn.modules.module import register_module_forward_pre_hook
 
+from .ranks import mean_over_ranks, world_size
+
 __all__ = ["Closure", "Objective", "accepts_backward", "evaluate", "make_closure",
            "trial_scope"]
 
@@ -132,21 +134,6 @@ def trial_scope(rng: _RNG | None = None) -> Iterator[None]:
             after.restore()
 
 
-def _world() -> int:
-    dist = torch.distributed
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def _mean_over_ranks(loss: torch.Tensor, world: int) -> float:
-    """The scalar ``loss`` averaged over ``world`` ranks: one all-reduce in float64 on its
-    own device (NCCL reduces CUDA tensors only); ``float(loss)`` when ``world`` is 1."""
-    if world == 1:
-        return float(loss)
-    t = loss.detach().to(torch.float64).reshape(1).clone()
-    torch.distributed.all_reduce(t)
-    return float(t) / world
-
-
 class Objective:
     """f for one optimizer step: ``f(backward=True)`` at the starting point (its side
     effects stay, as SGD's forward), then any number of trials ``f(backward=False)``
@@ -157,7 +144,7 @@ class Objective:
     def __init__(self, closure: Closure) -> None:
         self.closure = closure
         self.fast = accepts_backward(closure)
-        self.world = _world()
+        self.world = world_size()
         self.rng: _RNG | None = None
         self.device = torch.device("cpu")  # of the losses: NCCL reduces on the GPU
 
@@ -179,7 +166,7 @@ class Objective:
     def _reduce(self, loss: torch.Tensor) -> float:
         if self.world > 1:
             self.device = loss.device
-        return _mean_over_ranks(loss, self.world)
+        return mean_over_ranks(loss, self.world)
 
 
 def make_closure(

@@ -34,6 +34,12 @@ The model runs in training mode during the test (BatchNorm batch statistics, dro
 on), as in fastai: the curve is the one training would see. Batches are any
 re-iterable of ``(inputs, targets)`` (restarted when exhausted).
 
+Under ``torch.distributed`` (DDP, one process per GPU) a test is a collective call: every
+rank calls it with its own batches. Each step's gradient and loss are averaged over the
+ranks (the gradient as DDP's backward averages it, done here because the test runs the
+module inside a DDP wrapper, bypassing its hooks), so the smoothed curves, the early stop
+and the suggestion agree on all ranks bit for bit.
+
 :class:`LRRangeController` runs the test once, at the first ``on_epoch_start`` (epoch 0
 of a fresh run; a resumed run restores the result instead), and sets the wrapped
 optimizer's lr to the suggestion, with the same hooks as
@@ -58,6 +64,7 @@ from torch.optim import Optimizer
 
 from .controller import EpochController
 from .mbt_finder import LossFn, _to_device
+from .ranks import all_ranks, averaged, mean_over_ranks, world_size
 
 __all__ = [
     "RULES",
@@ -187,7 +194,8 @@ def lr_range_test(
     """Run one LR-range test from the model's current weights; the model is left unchanged.
 
     Args:
-        model: any module on one device; its trainable parameters are swept.
+        model: any module on one device, or its ``DistributedDataParallel`` wrapper;
+            its trainable parameters are swept.
         loss_fn: ``loss_fn(model(inputs), targets)`` -> scalar mean loss.
         batches: re-iterable of ``(inputs, targets)``; moved to the model's device.
         optimizer_factory: ``factory(params) -> Optimizer``, called once; every
@@ -202,6 +210,8 @@ def lr_range_test(
     _check_test_args(lr_min, lr_max, num_steps, smooth, diverge_factor, rule)
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = model.module  # its forward would sync buffers; grads are averaged here
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no parameters with requires_grad=True")
@@ -253,16 +263,17 @@ def _sweep(model: nn.Module, loss_fn: LossFn, batches: Iterable, optimizer: Opti
     lrs: list[float] = []
     losses: list[float] = []
     smoothed: list[float] = []
+    world = world_size()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     iterator = iter(batches)
     avg, best = 0.0, math.inf
     for i in range(num_steps):
-        try:
-            batch = next(iterator)
-        except StopIteration:
+        batch = next(iterator, None)
+        if batch is None:
             iterator = iter(batches)  # restart, as fastai runs several epochs
             batch = next(iterator, None)
-            if batch is None:
-                raise ValueError("batches yielded no (inputs, targets) pair") from None
+        if not all_ranks(batch is not None, world, device) or batch is None:  # all raise
+            raise ValueError("batches yielded no (inputs, targets) pair")
         inputs, targets = (_to_device(t, device) for t in batch)
         lr = lr_min * (lr_max / lr_min) ** (i / num_steps)
         for group in optimizer.param_groups:
@@ -274,11 +285,13 @@ def _sweep(model: nn.Module, loss_fn: LossFn, batches: Iterable, optimizer: Opti
             if backward:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if world > 1:
+                    _average_grads(params, world)
                 seen.setdefault("loss", loss.detach())  # the loss before the step
             return loss
 
         optimizer.step(closure)
-        loss = float(seen["loss"])
+        loss = mean_over_ranks(seen["loss"], world)
         avg = smooth * avg + (1.0 - smooth) * loss
         value = avg / (1.0 - smooth ** (i + 1))  # bias correction of the zero start
         lrs.append(lr)
@@ -288,6 +301,17 @@ def _sweep(model: nn.Module, loss_fn: LossFn, batches: Iterable, optimizer: Opti
         if not math.isfinite(value) or value > diverge_factor * best:
             return lrs, losses, smoothed, i + 1 < num_steps
     return lrs, losses, smoothed, False
+
+
+def _average_grads(params: list[torch.Tensor], world: int) -> None:
+    """Each ``.grad`` averaged over the ranks, in place; a parameter the loss does not
+    reach takes part with zeros (every rank must send every gradient)."""
+    grads = []
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        grads.append(p.grad)
+    torch._foreach_copy_(grads, list(averaged(tuple(grads), world)))
 
 
 def _sgd_factory(optimizer: torch.optim.SGD) -> OptimizerFactory:

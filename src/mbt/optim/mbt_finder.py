@@ -95,7 +95,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from .base import check_range
 from .batches import prepare
-from .closure import _mean_over_ranks, _world
+from .ranks import all_ranks, averaged, mean_over_ranks, world_size
 
 __all__ = [
     "BN_MODES",
@@ -374,31 +374,6 @@ def _forward(model: nn.Module, inputs: Any, slices: int) -> Any:
     return torch.cat([model(chunk) for chunk in torch.chunk(inputs, slices)])
 
 
-def _all_ranks(flag: bool, world: int, device: torch.device) -> bool:
-    """Whether ``flag`` holds on every rank (one all-reduce; ``flag`` itself alone)."""
-    if world == 1:
-        return flag
-    t = torch.tensor([int(flag)], device=device)
-    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
-    return bool(t.item())
-
-
-def _averaged(grads: tuple[torch.Tensor, ...], world: int) -> tuple[torch.Tensor, ...]:
-    """``grads`` averaged over the ranks: one all-reduce per dtype, of the grads flattened
-    into one buffer (DDP's bucketing, in one bucket)."""
-    by_dtype: dict[torch.dtype, list[int]] = {}
-    for i, g in enumerate(grads):
-        by_dtype.setdefault(g.dtype, []).append(i)
-    out = list(grads)
-    for index in by_dtype.values():
-        flat = torch.cat([grads[i].reshape(-1) for i in index])
-        torch.distributed.all_reduce(flat)
-        flat.div_(world)
-        for i, part in zip(index, flat.split([grads[i].numel() for i in index]), strict=True):
-            out[i] = part.view_as(grads[i])
-    return tuple(out)
-
-
 def _two_way_search(
     trial: Callable[[float], float],
     f0: float,
@@ -541,7 +516,7 @@ class MBTFinder:
         try:
             with _search_mode(model, cfg.bn_mode, cfg.dropout_off), torch.no_grad():
                 self._search(model, loss_fn, batches, params, buffers, b0, w_k, device,
-                             start, scale, alpha, lo, hi, report, _world())
+                             start, scale, alpha, lo, hi, report, world_size())
         finally:
             with torch.no_grad():
                 torch._foreach_copy_(cast(list[torch.Tensor], params), w0)
@@ -579,7 +554,7 @@ class MBTFinder:
         grads = torch.autograd.grad(loss, params, allow_unused=True,
                                     materialize_grads=world > 1)
         if world > 1:
-            grads = _averaged(grads, world)
+            grads = averaged(grads, world)
         if buffers:  # the forward updated BN statistics; trials start from w0's
             torch._foreach_copy_(buffers, b0)
         # Parameters the loss does not reach have no gradient: they do not move.
@@ -592,7 +567,7 @@ class MBTFinder:
         else:
             sq = torch.zeros((), dtype=torch.float64, device=device)
         if world > 1:  # grads are the same everywhere already, the losses are not
-            f0, grad_sq = _mean_over_ranks(loss, world), float(sq)
+            f0, grad_sq = mean_over_ranks(loss, world), float(sq)
         else:  # one host sync for both numbers the Armijo test needs
             f0, grad_sq = torch.stack([loss.detach().reshape(()).to(torch.float64),
                                        sq.to(loss.device)]).tolist()
@@ -622,7 +597,7 @@ class MBTFinder:
                 # The code restarts the loader (``iterator = iter(trainloader)``).
                 iterator = iter(batches)
                 batch = next(iterator, _NO_BATCH)
-            if not _all_ranks(batch is not _NO_BATCH, world, device):
+            if not all_ranks(batch is not _NO_BATCH, world, device):
                 restarted_empty = True  # on every rank: all stop at the same mini-batch
                 break
             try:
@@ -645,7 +620,7 @@ class MBTFinder:
                 f = loss_fn(_forward(model, inputs, cfg.bn_slices), targets)
                 if buffers:
                     torch._foreach_copy_(buffers, b0)
-                return _mean_over_ranks(f, world)  # the one host sync per trial
+                return mean_over_ranks(f, world)  # the one host sync per trial
 
             eta, hit, tried = _two_way_search(
                 trial, f0, grad_sq, eta_start, alpha=alpha, beta=cfg.beta, lo=lo, hi=hi,

@@ -56,9 +56,9 @@ import torch
 from torch import nn
 
 from .base import check_range
-from .closure import _world
 from .controller import EpochController
 from .mbt_finder import LossFn, MBTFinder, MBTSearchConfig, SearchReport
+from .ranks import world_size
 
 __all__ = ["MBT_VARIANTS", "MBTController", "build_mbt"]
 
@@ -196,7 +196,7 @@ class MBTController(EpochController):
         averaged over the ranks and the accuracy over the ranks that give one, so the
         plateau rule, and with it the next search, is decided alike on every rank."""
         train_loss = float(train_loss)
-        if _world() > 1:
+        if world_size() > 1:
             train_loss, test_acc = self._mean_over_ranks(train_loss, test_acc)
         if math.isnan(train_loss) or train_loss > self.best_loss:
             self.epochs_no_loss_gain += 1
@@ -220,7 +220,7 @@ class MBTController(EpochController):
                          dtype=torch.float64, device=device)
         torch.distributed.all_reduce(t)
         loss, acc, count = t.tolist()
-        return loss / _world(), (acc / count if count else None)
+        return loss / world_size(), (acc / count if count else None)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly (momentum buffers live in the optimizer's)."""
