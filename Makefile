@@ -40,7 +40,7 @@ LR_GRID := 100,10,1,0.1,0.01,0.001,0.0001,0.00001,0.000001
 
 .PHONY: help install test test-integration test-slow test-slurm lint demo reproduce-toy reproduce-fig2a clean \
 	reproduce-table1 reproduce-table2 reproduce-table3 reproduce-fig2 reproduce-fig2b reproduce-fig3 \
-	reproduce-autolr reproduce-ood levelling-ood reproduce-all report bench gpu-check data-ood \
+	reproduce-autolr reproduce-ood reproduce-mbt-gap levelling-ood reproduce-all report bench gpu-check data-ood \
 	device-prepare device-sweep
 
 help: ## list the targets
@@ -118,6 +118,11 @@ endif
 reproduce-table3: install ## Table 3: 5 models x CIFAR10/100 x MBT-MMT/NAG
 	$(TRAIN) --multirun experiment=table3 $(SWEEP)
 	$(REPORT) table3 --protocol $(PROTOCOL)
+
+reproduce-mbt-gap: install ## beyond the paper: Table 2's MBT cells with momentum kept across searches, and NAG at MBT's lr (PROTOCOL=cpu)
+	$(TRAIN) --multirun experiment=mbt_gap optim=mbt_mmt,mbt_nag optim.builder.reset_momentum=false seed=0,1,2 $(SWEEP)
+	$(TRAIN) --multirun experiment=mbt_gap optim=nag optim.lr=0.016 seed=0,1,2 $(SWEEP)
+	$(REPORT) mbt_gap --protocol $(PROTOCOL)
 
 reproduce-fig2: reproduce-fig2a reproduce-fig2b ## Figure 2: (a) the toy run and (b) below
 

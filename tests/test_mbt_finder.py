@@ -369,6 +369,17 @@ def test_mmt_nag_search_every_epoch_and_clear_momentum(variant, momentum, nester
     assert ctrl.last_report.alpha == ALPHA
 
 
+@pytest.mark.parametrize("variant", ["mmt", "nag"])
+def test_reset_momentum_false_keeps_the_buffers_across_searches(variant):
+    _, opt, ctrl, searched, cleared = run_epochs(variant, *IMPROVING, reset_momentum=False)
+    assert searched == [True, True, True]
+    assert cleared == [True, False, False]  # none before the first epoch, then kept
+    assert all("momentum_buffer" in s for s in opt.state.values())
+    assert ctrl.reset_momentum is False
+    with pytest.raises(ValueError, match="reset_momentum"):
+        build_mbt(variant, mlp().parameters(), reset_momentum="no")
+
+
 def test_gd_searches_once():
     _, opt, ctrl, searched, _ = run_epochs("gd", *IMPROVING)
     assert searched == [True, False, False]

@@ -72,6 +72,7 @@ KEY_NEUTRAL: dict[tuple[str, ...], Any] = {
     ("rerun",): None,
     ("data", "block_size"): None,  # text data sets only (conf/data/fortunes.yaml)
     ("data", "test_fraction"): None,
+    ("optim", "builder", "reset_momentum"): True,  # MBT-MMT/NAG (conf/optim/mbt_*.yaml)
 }
 _SECRET = re.compile(r"(api[_-]?key|token|secret|password)", re.IGNORECASE)
 

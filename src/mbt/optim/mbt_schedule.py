@@ -24,7 +24,9 @@ Policy, as the published code's ``model_main.py`` ``train()`` does it:
   ``once_only = True``); ``"mmt"`` / ``"nag"``: SGD with momentum 0.9 (Nesterov for
   NAG), a search at the start of every epoch. After every search the momentum
   buffers are cleared (code: ``optimizer.state = defaultdict(dict)``) and the lr set.
-  Every search starts from ``lr`` (unless ``carry_start_bug``).
+  Every search starts from ``lr`` (unless ``carry_start_bug``). ``reset_momentum=False``
+  (beyond the paper) keeps the buffers across searches: with few steps per epoch the
+  reset leaves a large share of training rebuilding momentum (``results/mbt_gap.md``).
 * Plateau: ``patience = min(epochs since the training loss improved, epochs since
   the test accuracy improved)``, measured at the start of an epoch. When it exceeds
   ``plateau_patience`` (5) the controller switches to ``alpha = plateau_alpha``
@@ -90,6 +92,8 @@ class MBTController(EpochController):
         plateau_patience: the plateau rule fires when patience exceeds this (5).
         plateau_alpha: Armijo constant after the plateau switch (0.5).
         early_stop_patience: ``should_stop`` once patience reaches this; None = never.
+        reset_momentum: clear the momentum buffers after every search, as the code
+            (True); False keeps them (beyond the paper).
     """
 
     def __init__(
@@ -102,6 +106,7 @@ class MBTController(EpochController):
         plateau_patience: int = 5,
         plateau_alpha: float = 0.5,
         early_stop_patience: int | None = None,
+        reset_momentum: bool = True,
         **search_kwargs: Any,
     ) -> None:
         if not isinstance(optimizer, torch.optim.SGD):
@@ -119,6 +124,8 @@ class MBTController(EpochController):
         _check_patience("plateau_patience", plateau_patience)
         _check_patience("early_stop_patience", early_stop_patience, allow_none=True)
         check_range("plateau_alpha", plateau_alpha, 0.0, 1.0)
+        if not isinstance(reset_momentum, bool):
+            raise ValueError(f"Invalid reset_momentum: {reset_momentum!r} (expected a bool)")
         self.finder = MBTFinder(config, **search_kwargs)
         cfg = self.finder.config
         if not (isinstance(lr, (int, float)) and cfg.lr_min <= lr <= cfg.lr_max):
@@ -130,6 +137,7 @@ class MBTController(EpochController):
         self.plateau_patience = plateau_patience
         self.plateau_alpha = float(plateau_alpha)
         self.early_stop_patience = early_stop_patience
+        self.reset_momentum = reset_momentum
 
         self.alpha = cfg.alpha  # the Armijo constant of the next search
         self.plateaued = False  # sticky: alpha = plateau_alpha, momentum off
@@ -182,7 +190,10 @@ class MBTController(EpochController):
             model, loss_fn, train_batches, lr=self.lr_start, dataset_size=dataset_size,
             batch_size=batch_size, alpha=self.alpha,
         )
-        self.adopt(report)  # momentum buffers restart with the new lr
+        if self.reset_momentum:
+            self.adopt(report)  # momentum buffers restart with the new lr
+        else:
+            self.set_lr(report.lr)
         self.searched = True
         self.last_report = report
         self.last_search_epoch = epoch
@@ -278,6 +289,7 @@ def build_mbt(
     plateau_patience: int = 5,
     plateau_alpha: float = 0.5,
     early_stop_patience: int | None = None,
+    reset_momentum: bool = True,
     config: MBTSearchConfig | None = None,
     **search_kwargs: Any,
 ) -> tuple[torch.optim.SGD, MBTController]:
@@ -297,6 +309,7 @@ def build_mbt(
     )
     controller = MBTController(
         optimizer, variant, lr=lr, config=config, plateau_patience=plateau_patience,
-        plateau_alpha=plateau_alpha, early_stop_patience=early_stop_patience, **search_kwargs,
+        plateau_alpha=plateau_alpha, early_stop_patience=early_stop_patience,
+        reset_momentum=reset_momentum, **search_kwargs,
     )
     return optimizer, controller
