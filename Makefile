@@ -30,6 +30,8 @@ SWEEP = protocol=$(PROTOCOL) hydra/launcher=$(LAUNCHER) paths.ledger=$(LEDGER) $
 TRAIN := $(PY) -m mbt.train
 # LAUNCHER=status (conf/hydra/launcher/status.yaml) only lists what each sweep would run.
 REPORT = $(if $(filter status,$(LAUNCHER)),@true,$(PY) -m mbt.report --ledger $(LEDGER))
+# The analytic toy runs are not ledger cells: LAUNCHER=status names them and runs nothing.
+TOY = $(if $(filter status,$(LAUNCHER)),@echo "status: a toy run (not a ledger cell) not run:",$(PY))
 # The extra seeds at each best start lr: one multirun per (optimizer, lr) cell read from
 # stdin, its overrides appended to the command, CELL_JOBS at a time (launchers that spread
 # jobs: side by side); a failed one does not stop the others, the line fails at the end.
@@ -94,10 +96,10 @@ demo: install ## toy experiments -> results/demo/, then a small ResNet18 + MBT-N
 	PY=$(PY) scripts/demo.sh
 
 reproduce-toy: install ## Examples 3.6-3.7 and Fig. 2(a) at the paper's settings -> results/
-	$(PY) scripts/reproduce_toy.py --out results
+	$(TOY) scripts/reproduce_toy.py --out results
 
 reproduce-fig2a: install ## Fig. 2(a) only -> results/fig2a.{png,csv,md}
-	$(PY) scripts/reproduce_toy.py --out results --only fig2a
+	$(TOY) scripts/reproduce_toy.py --out results --only fig2a
 
 reproduce-table1: install ## Table 1: MBT-GD lr, 9 start lrs x 7 batch sizes (PROTOCOL=full|quick|smoke, LAUNCHER=basic|local_gpus|slurm|status)
 	$(PY) -m mbt.find_lr --multirun experiment=table1 $(SWEEP)

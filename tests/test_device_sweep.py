@@ -211,3 +211,11 @@ def test_reproduce_ood_runs_every_sweep_after_a_failed_one(tmp_path):
     assert seeds[0].endswith("experiment=out_of_domain_grid optim=nag optim.lr=0.1")
     assert "experiment=autolr_grid" in seeds[1] and seeds[1].endswith("optim=sgd optim.lr=0.1")
     assert "report" not in runs
+
+
+def test_status_launcher_names_the_toy_runs_and_runs_nothing(tmp_path):
+    proc, log = _make_with_fake_python(tmp_path, FAKE_PY, "reproduce-fig2a", "LAUNCHER=status")
+    assert proc.returncode == 0, proc.stderr
+    assert "status: a toy run (not a ledger cell) not run: scripts/reproduce_toy.py" \
+        in proc.stdout
+    assert not log.exists()  # python was never started
