@@ -214,8 +214,32 @@ def test_reproduce_ood_runs_every_sweep_after_a_failed_one(tmp_path):
 
 
 def test_status_launcher_names_the_toy_runs_and_runs_nothing(tmp_path):
-    proc, log = _make_with_fake_python(tmp_path, FAKE_PY, "reproduce-fig2a", "LAUNCHER=status")
+    proc, log = _make_with_fake_python(tmp_path, 'echo "$*" >> "$LOG"\n', "reproduce-fig2a",
+                                       "LAUNCHER=status")
     assert proc.returncode == 0, proc.stderr
     assert "status: a toy run (not a ledger cell) not run: scripts/reproduce_toy.py" \
         in proc.stdout
     assert not log.exists()  # python was never started
+
+
+FAKE_GAP_PY = """#!/usr/bin/env bash
+# Stands in for python: training logs its arguments, the momentum sweep fails.
+echo "$*" >> "$LOG"
+case "$*" in *reset_momentum*) exit 1 ;; esac
+exit 0
+"""
+
+
+def test_reproduce_mbt_gap_runs_both_sweeps_and_only_under_cpu(tmp_path):
+    proc, log = _make_with_fake_python(tmp_path, FAKE_GAP_PY, "reproduce-mbt-gap")
+    assert proc.returncode != 0
+    runs = log.read_text().splitlines()
+    assert len(runs) == 2  # the NAG sweep ran after the failed one; no report
+    assert "optim=mbt_mmt,mbt_nag optim.builder.reset_momentum=true,false seed=0,1,2" in runs[0]
+    assert "optim=nag optim.lr=0.01,0.016 seed=0,1,2" in runs[1]
+    assert all("experiment=mbt_gap" in r and "protocol=cpu" in r for r in runs)
+    proc, _ = _make_with_fake_python(tmp_path, FAKE_GAP_PY, "reproduce-mbt-gap",
+                                     "PROTOCOL=full")
+    assert proc.returncode == 2
+    assert "reproduce-mbt-gap is defined for PROTOCOL=cpu only" in proc.stderr
+    assert len(log.read_text().splitlines()) == 2  # nothing more ran

@@ -1,11 +1,12 @@
 """``mbt.report``: the paper's tables and figures rebuilt from the run ledger, never by training.
 
-``python -m mbt.report <table1|table2|table3|fig2b|fig3|autolr|out_of_domain|all>`` writes
+``python -m mbt.report <table1|table2|table3|fig2b|fig3|autolr|out_of_domain|mbt_gap|all>`` writes
 ``results/<target>.{md,csv}`` (+ ``.png`` for figures, Table 1 and autolr), each beside the
 paper's numbers (``results/paper/*.csv``) with a header naming protocol, devices, seeds,
 commits and data flags; ``all`` also rewrites the index ``results/README.md``. ``autolr``
 goes beyond the paper: automatic-lr methods against tuned lr grids, tuning cost counted;
-``out_of_domain`` asks the same on Fashion-MNIST, a character language model and CIFAR-10.
+``out_of_domain`` asks the same on Fashion-MNIST, a character language model and CIFAR-10;
+``mbt_gap`` puts controls beside Table 2's MBT cells to find why they trail tuned NAG.
 
 Library use::
 

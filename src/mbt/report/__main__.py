@@ -7,6 +7,7 @@ Examples::
     python -m mbt.report fig3 --source wandb --project mbt
     python -m mbt.report autolr --protocol quick       # beyond the paper: tuning cost counted
     python -m mbt.report out_of_domain --protocol cpu  # beyond: Fashion-MNIST, text, CIFAR-10
+    python -m mbt.report mbt_gap --protocol cpu        # beyond: why MBT trails NAG (Table 2)
     python -m mbt.report wandb-dashboard --entity E --project mbt   # the views as a W&B Report
     python -m mbt.report wandb-dashboard --dry-run   # the panels it would build; no W&B
 

@@ -17,7 +17,7 @@ from mbt.ledger import PROTOCOLS  # the preference order of reports
 __all__ = [
     "DISPLAY", "PROTOCOLS", "Context", "ReportError", "Shared", "Stat", "Target",
     "accuracies", "bn_init", "bn_slices", "chance_acc", "fmt_delta", "fmt_lr", "get", "join_and",
-    "lr_key", "plural", "round_or_none", "run_seconds", "stat", "variant",
+    "lr_key", "plural", "reset_momentum", "round_or_none", "run_seconds", "stat", "variant",
 ]
 
 _NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
@@ -168,14 +168,22 @@ def bn_slices(r: dict) -> int:
     published code on one GPU, where it is absent)."""
     return int(get(r, "config", "optim", "builder", "bn_slices", default=1) or 1)
 
+def reset_momentum(r: dict) -> bool:
+    """The record's ``optim.builder.reset_momentum`` (MBT-MMT/NAG; True, the published
+    code's, where absent)."""
+    return bool(get(r, "config", "optim", "builder", "reset_momentum", default=True))
+
+
 def variant(r: dict) -> str:
     """What separates runs of one cell that a report must never pool: the BatchNorm init,
-    ``+slices<k>`` for an MBT search over ``k`` BatchNorm slices (``legacy+slices2``) and
+    ``+slices<k>`` for an MBT search over ``k`` BatchNorm slices (``legacy+slices2``),
+    ``+kept_momentum`` for MBT-MMT/NAG that keep their momentum across searches, and
     ``+subset<n>`` for a learning-rate search over ``n`` of the training images (the data
     reuse ablation of Table 1). A training run's subset is not a variant: it is a setting
     the protocol fixes for every cell (``selection._settings``)."""
     k = bn_slices(r)
     v = bn_init(r) + (f"+slices{k}" if k != 1 else "")
+    v += "" if reset_momentum(r) else "+kept_momentum"
     n = get(r, "data", "subset")
     return v + (f"+subset{n}" if r.get("kind") == "lr_search" and n is not None else "")
 

@@ -84,7 +84,7 @@ GRIDS: dict[tuple[str, str], dict[str | None, tuple[float, ...]]] = {
     TEXT: {"cpu": (0.01, 0.003, 0.001, 0.0003), None: (0.01, 0.003, 0.001, 0.0003, 0.0001)},
     CIFAR: {None: LR_GRID},
 }
-CIFAR_EXPERIMENTS = ("autolr", "table2", "table2_mbt", "table3")
+CIFAR_EXPERIMENTS = ("autolr", "table2", "table2_mbt", "table3", "mbt_gap")
 SEEDS = 3              # seeds every method should have at its lr
 ACC_TOL, LOSS_TOL = 1.0, 0.02  # "no worse than": 1 accuracy point, 0.02 nats per character
 _NAMES = {**NAMES, "adamw": "AdamW"}
@@ -112,14 +112,17 @@ def _candidate(r: dict) -> bool:
     """A run of the experiment: any out_of_domain run; on CIFAR-10, a run of the method list
     under any preset that makes its cells (autolr's cpu runs share Table 2's run keys, so
     whichever trained a cell first labels it; older autolr presets' MMT, Adam and SGD +
-    cosine are not on the list), MBT at 1e-2 only."""
+    cosine are not on the list), MBT at 1e-2 only, the tuned baselines on the 9-lr grid
+    (mbt_gap's NAG at 0.016 is a control, not a grid point)."""
     exps = experiments_of(r)
     if "out_of_domain" in exps:
         return True
     optim = r.get("optim")
+    lr = lr_key(r.get("lr") or 0.0)
     return (_task(r) == CIFAR and bool(exps & set(CIFAR_EXPERIMENTS))
             and optim in AUTOMATIC + TUNED
-            and (not str(optim).startswith("mbt_") or lr_key(r.get("lr") or 0.0) == MBT_LR))
+            and (not str(optim).startswith("mbt_") or lr == MBT_LR)
+            and (optim not in TUNED or lr in LR_GRID))
 
 
 def _settled(task: tuple[str, str], runs: list[dict]) -> tuple[list[dict], str | None]:

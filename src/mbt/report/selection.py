@@ -133,8 +133,9 @@ def select(records: Iterable[dict], spec: Target, protocol: str | None = None) -
     if not spec.both_inits:  # after the experiment filter: warn only of the target's runs
         other_variants = [r for r in records if variant(r) != "torch"]
         if other_variants:
-            log.warning("%s: %s with model.bn_init other than torch or optim.builder."
-                        "bn_slices other than 1 left out (this report shows plain runs only)",
+            log.warning("%s: %s with model.bn_init other than torch, optim.builder."
+                        "bn_slices other than 1 or the momentum kept across MBT searches "
+                        "left out (this report shows plain runs only)",
                         target, plural(len(other_variants), "run"))
             records = [r for r in records if variant(r) == "torch"]
     own: dict[str, list[dict]] = {}

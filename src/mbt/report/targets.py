@@ -12,6 +12,7 @@ from pathlib import Path
 
 from . import autolr, figures, mbt_gap, out_of_domain, tables
 from .common import Shared, Target, get, lr_key
+from .paper import LR_GRID
 from .selection import select_majority_settings
 
 __all__ = ["OTHER_RESULTS", "TARGETS", "TOY_TARGETS", "ToyTarget", "by_name", "names"]
@@ -25,12 +26,13 @@ def _mbt_at_1e2(optims: tuple[str, ...]):
 
 
 def _table2_cell(r: dict) -> bool:
-    """A ResNet18 / CIFAR-10 run that is one of Table 2's cells: a baseline at any start lr
-    or MBT at 1e-2, without a divergence cut-off (Table 2 never stops a run early; autolr's
-    non-cpu presets do, and those runs are other cells)."""
+    """A ResNet18 / CIFAR-10 run that is one of Table 2's cells: a baseline at one of the 9
+    start lrs or MBT at 1e-2, without a divergence cut-off (Table 2 never stops a run early;
+    autolr's non-cpu presets do, and those runs are other cells)."""
     return (r.get("model") == "resnet18" and r.get("dataset") == "cifar10"
             and get(r, "config", "trainer", "diverge_factor") is None
-            and (r.get("optim") in TABLE2_BASELINES or _mbt_at_1e2(_MBT_AT_1E2)(r)))
+            and ((r.get("optim") in TABLE2_BASELINES and lr_key(r.get("lr") or 0.0) in LR_GRID)
+                 or _mbt_at_1e2(_MBT_AT_1E2)(r)))
 
 
 TARGETS: tuple[Target, ...] = (
@@ -48,12 +50,12 @@ TARGETS: tuple[Target, ...] = (
         protocol_note="ResNet18 / CIFAR10, 200 epochs, batch size 200",
         # autolr's cpu preset has Table 2's cpu settings, so its SGD/NAG/MBT runs are Table
         # 2's cells (one run key): whichever preset trained a cell first labels it.
-        shared=Shared(("table3", "fig3", "autolr"), _table2_cell)),
+        shared=Shared(("table3", "fig3", "autolr", "mbt_gap"), _table2_cell)),
     Target(
         "table3", "Table 3", "MBT-MMT / MBT-NAG accuracy, 5 models × CIFAR10/100",
         kind="train", cell_of=lambda r: (r["model"], r["dataset"], r["optim"]),
         build=tables.table3, protocol_note="200 epochs, start lr 1e-2",
-        shared=Shared(("table2", "fig3"), _mbt_at_1e2(("mbt_mmt", "mbt_nag")))),
+        shared=Shared(("table2", "fig3", "mbt_gap"), _mbt_at_1e2(("mbt_mmt", "mbt_nag")))),
     Target(
         "fig2b", "Fig. 2(b)", "Two-way Backtracking GD lr vs iterate, full batch",
         kind="train", build=figures.fig2b, both_inits=True,
@@ -77,18 +79,20 @@ TARGETS: tuple[Target, ...] = (
         # setting per report, the one most runs have.
         selector=select_majority_settings,
         # Its cpu SGD/NAG grid and MBT runs are Table 2's cells (see table2's shared).
-        shared=Shared(("table2",), _table2_cell),
+        shared=Shared(("table2", "mbt_gap"), _table2_cell),
         cell_of=lambda r: (r.get("model"), r.get("dataset"), r.get("optim"),
                            lr_key(r.get("lr") or 0.0)),
         protocol_note="ResNet18 / CIFAR10, 200 epochs, batch 200; tuned baselines over the "
                       "paper's 9 start lrs"),
-    # Three of its cells are Table 2's (MBT-MMT/NAG with the buffers cleared, NAG at 1e-2).
+    # Three of its cells are Table 2's (MBT-MMT/NAG with the buffers cleared, NAG at 1e-2);
+    # Table 2's presets or its own make them, whichever runs first (one run key).
     Target(
         "mbt_gap", "Beyond: MBT's gap", "why MBT trails the best tuned baseline in Table 2: "
         "momentum kept across searches, NAG at MBT's lr",
         kind="train", cell_of=mbt_gap.cell_of, build=mbt_gap.mbt_gap, beyond_paper=True,
-        make="mbt-gap", shared=Shared(("table2", "table3", "fig3", "autolr"), mbt_gap.is_cell),
-        protocol_note="Table 2's: ResNet18 / CIFAR10, 200 epochs, batch 200"),
+        both_inits=True, selector=mbt_gap.select_runs, make="mbt-gap",
+        shared=Shared(("table2", "table3", "fig3", "autolr"), mbt_gap.is_cell),
+        protocol_note="cpu only: Table 2's cpu cells (2000 real images, batch 100, 8 epochs)"),
     # Its runs are out_of_domain's and, for CIFAR-10, autolr's and Table 2's (same run
     # keys): its own selector, not the shared-cells rule (settings differ per task).
     Target(
