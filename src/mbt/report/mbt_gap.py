@@ -78,12 +78,18 @@ def select_runs(records: Iterable[dict], spec: Target, protocol: str | None = No
     return select(plain, dataclasses.replace(spec, selector=None), protocol)
 
 
-def _history_mean(r: dict, key: str, last: bool = False) -> float | None:
-    values = [v for v in (r.get("history") or {}).get(key) or []
-              if isinstance(v, int | float) and math.isfinite(v)]
-    if not values:
-        return None
-    return float(values[-1]) if last else sum(values) / len(values)
+def _finite_history(r: dict, key: str) -> list[float]:
+    """The run's per-epoch ``key`` values that are finite numbers."""
+    return [float(v) for v in (r.get("history") or {}).get(key) or []
+            if isinstance(v, int | float) and math.isfinite(v)]
+
+
+def _last(values: list[float]) -> float | None:
+    return values[-1] if values else None
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
 def _fmt(s: Stat | None, digits: int = 2) -> str:
@@ -91,10 +97,10 @@ def _fmt(s: Stat | None, digits: int = 2) -> str:
 
 
 def _condition_row(cell: tuple, label: str, change: str, runs: list[dict]) -> dict:
-    best = stat(accuracies(r, diverged_best="epoch")[0] for r in runs)
-    final = stat(accuracies(r, diverged_best="epoch")[1] for r in runs)
-    loss = stat(_history_mean(r, "train_loss", last=True) for r in runs)
-    lr = stat(_history_mean(r, "lr") for r in runs)
+    triples = [accuracies(r, diverged_best="epoch") for r in runs]
+    best, final = stat(t[0] for t in triples), stat(t[1] for t in triples)
+    loss = stat(_last(_finite_history(r, "train_loss")) for r in runs)
+    lr = stat(_mean(_finite_history(r, "lr")) for r in runs)
     return {
         "condition": label, "changes": change, "optim": cell[0], "lr": fmt_lr(cell[1]),
         "reset_momentum": cell[2], "n": len(runs),
