@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -250,7 +251,7 @@ def test_table1_shows_both_inits_beside_the_paper(tmp_path):
             "| 0.0125–0.0130 (×1.04, 2 lrs) | 0.93–1.00 |") in md
 
 
-def test_table1_keeps_bn_slices_searches_apart_and_beside_their_one_slice_cell(tmp_path):
+def test_table1_keeps_bn_slices_searches_apart_and_beside_their_one_slice_cell(tmp_path, caplog):
     path = tmp_path / "ledger.jsonl"
     for lr, value in ((1e-2, 0.0125), (1e2, 0.013)):
         ledger.append(path, {**search_record(200, lr, value), "bn_init": "legacy",
@@ -267,7 +268,11 @@ def test_table1_keeps_bn_slices_searches_apart_and_beside_their_one_slice_cell(t
     assert "| 200 | 1e-2 | 0.0125 | legacy | 2 | 0.0125 | 0.0138 | 1.10 | 1.10 | 1.00 |" in md
     # a report that shows plain runs only leaves a sliced search out, like a legacy one
     plain_only = dataclasses.replace(by_name("table1"), both_inits=False)
-    assert select(load_ledger(path), plain_only).records == []
+    with caplog.at_level(logging.WARNING, logger="mbt.report.selection"):
+        assert select(load_ledger(path), plain_only).records == []
+    # the warning says which variants it left out, so a reader can tell a control from a bug
+    assert "3 runs of other variants left out" in caplog.text
+    assert "legacy 2, legacy+slices2 1" in caplog.text
     # the index and the header count (batch, lr) cells once and say what each variant covers
     per_variant = "2 cells (per variant: legacy 2, legacy+slices2 1)"
     assert f"3 runs / {per_variant}" in status_line(select(load_ledger(path), by_name("table1")))

@@ -131,12 +131,12 @@ def select(records: Iterable[dict], spec: Target, protocol: str | None = None) -
     records = [r for r in records
                if r.get("kind", "train") == spec.kind and experiments_of(r) & experiments]
     if not spec.both_inits:  # after the experiment filter: warn only of the target's runs
-        other_variants = [r for r in records if variant(r) != "torch"]
+        other_variants = Counter(variant(r) for r in records if variant(r) != "torch")
         if other_variants:
-            log.warning("%s: %s with model.bn_init other than torch, optim.builder."
-                        "bn_slices other than 1 or the momentum kept across MBT searches "
-                        "left out (this report shows plain runs only)",
-                        target, plural(len(other_variants), "run"))
+            log.warning("%s: %s of other variants left out (this report shows plain runs "
+                        "only: torch init, one BatchNorm slice, momentum cleared by MBT): %s",
+                        target, plural(sum(other_variants.values()), "run"),
+                        ", ".join(f"{v} {n}" for v, n in sorted(other_variants.items())))
             records = [r for r in records if variant(r) == "torch"]
     own: dict[str, list[dict]] = {}
     other: dict[str, list[dict]] = {}
