@@ -198,3 +198,25 @@ def test_autolr_takes_the_settings_most_runs_share(ledger_path, tmp_path):
     assert ("**Left out.** Beyond: autolr: the runs with 3 epochs, batch 200 (most of its "
             "runs); left out, other settings: 2 epochs, batch 200: 1 run.") in \
         (out / "autolr.md").read_text()
+
+
+def test_tuned_extra_seeds_keep_the_seed0_choice_and_do_not_dilute_its_cost(tmp_path):
+    # Seed 0 ran the grid; seeds 1-2 ran only its best lr (1e-2), as `mbt.report.best_lr`
+    # sends them. Their lower mean must not hand the win to the one-seed point at 1e-1,
+    # and the cost is the grid's, not the grid's spread over three seeds.
+    path = tmp_path / "ledger.jsonl"
+    for r in (run("sgd", 1.0, 0, (20.0, 30.0), 10.0), run("sgd", 0.1, 0, (80.0, 90.0), 20.0),
+              run("sgd", 0.01, 0, (80.0, 91.0), 30.0), run("sgd", 0.01, 1, (80.0, 87.0), 31.0),
+              run("sgd", 0.01, 2, (80.0, 86.0), 32.0)):
+        ledger.append(path, r)
+    build("autolr", load_ledger(path), tmp_path)
+    sgd = _rows(tmp_path / "autolr.csv")["sgd"]
+    assert sgd["best_lr"] == "1e-2" and float(sgd["best_acc_mean"]) == pytest.approx(88.0)
+    assert (sgd["runs_per_seed"], sgd["runs_total"], float(sgd["time_s_mean"])) == (
+        "3.0", "5", 60.0)
+    assert sgd["complete_grid"] == "True"
+    assert "Incomplete grids" not in (tmp_path / "autolr.md").read_text()
+    # a seed that ran part of the grid is still flagged
+    ledger.append(path, run("sgd", 0.1, 1, (80.0, 89.0), 21.0))
+    build("autolr", load_ledger(path), tmp_path)
+    assert "SGD: seed 1 lacks 1e0" in (tmp_path / "autolr.md").read_text()

@@ -8,9 +8,14 @@ start lr in the selected protocol, else *automatic*.
 
 - cost: per seed, the sum of ``wall_time`` over all the method's runs of that seed (a
   tuned method pays for its whole grid; an automatic method's one run includes its own
-  search: MBT's line searches, the LR-range test), then mean ± std over seeds;
+  search: MBT's line searches, the LR-range test), then mean ± std over seeds. For a tuned
+  method only the seeds that ran the whole grid count: its extra seeds, run at the chosen
+  lr only, reuse that tuning and would otherwise dilute its price;
 - accuracy: best-epoch and final-epoch test accuracy, mean ± std over seeds, at the grid
-  point (start lr) with the best mean best-epoch accuracy; a diverged run counts as chance;
+  point (start lr) with the best best-epoch accuracy on the first seed that ran the whole
+  grid (seed 0, where ``mbt.report.best_lr`` picked the lr the extra seeds ran at), else
+  with the best mean; ties go to the larger lr. A point is never chosen for having fewer,
+  luckier seeds. A diverged run counts as chance;
 - accuracy at the median grid point: at the lr in the middle of the sorted grid (the
   lower middle one for an even grid), what a tuner who guessed instead of searching gets;
   an automatic method's own accuracy.
@@ -156,12 +161,22 @@ def _method(model: str, dataset: str, optim: str, runs: list[dict]) -> MethodRow
         by_seed.setdefault(r.get("seed"), []).append(r)
     grid = sorted(by_lr)
     points = {lr: _point(lr, by_lr[lr]) for lr in grid}
-    # the best grid point: the best mean best-epoch accuracy (ties: the smaller lr)
-    best_lr = max(grid, key=lambda lr: -math.inf if points[lr].best is None
-                  else points[lr].best.mean)
     seeds = sorted(by_seed, key=str)
+    lrs_of = {s: {lr_key(r.get("lr") or 0.0) for r in by_seed[s]} for s in seeds}
+    whole = [s for s in seeds if len(lrs_of[s]) == len(grid)]
+    if whole and len(grid) > 1:
+        # chosen on one seed, as the extra seeds were: a mean over 3 seeds must not lose to
+        # one lucky seed at another lr
+        first = {lr_key(r.get("lr") or 0.0): accuracies(r)[0] for r in by_seed[whole[0]]}
+        best_lr = max(grid, key=lambda lr: (-math.inf if first[lr] is None else first[lr], lr))
+    else:
+        best_lr = max(grid, key=lambda lr: (-math.inf if points[lr].best is None
+                                            else points[lr].best.mean, lr))
+    # seeds run at the chosen lr only reuse the grid's tuning; they are not incomplete grids
+    extra = {s for s in seeds if whole and len(grid) > 1 and lrs_of[s] == {best_lr}}
+    paying = [s for s in seeds if s not in extra]
     per_seed, search, estimated = [], [], 0
-    for s in seeds:
+    for s in paying:
         secs = [run_seconds(r) for r in by_seed[s]]
         estimated += sum(e for _, e in secs)
         per_seed.append(sum(v for v, _ in secs))
@@ -169,13 +184,13 @@ def _method(model: str, dataset: str, optim: str, runs: list[dict]) -> MethodRow
                           for t in (r.get("history") or {}).get("search_time") or []
                           if t is not None))
     cuda = [_on_cuda(r) for r in runs]
-    missing = [f"seed {s} lacks {', '.join(fmt_lr(lr) for lr in grid if lr not in have)}"
-               for s in seeds
-               if len(have := {lr_key(r.get("lr") or 0.0) for r in by_seed[s]}) < len(grid)]
+    missing = [f"seed {s} lacks {', '.join(fmt_lr(lr) for lr in grid if lr not in lrs_of[s])}"
+               for s in paying if len(lrs_of[s]) < len(grid)]
     return MethodRow(
         model=model, dataset=dataset, optim=optim,
         kind="tuned" if len(grid) > 1 else "automatic", grid=grid, seeds=seeds,
-        runs=len(runs), runs_per_seed=len(runs) / len(seeds), time=stat(per_seed),
+        runs=len(runs), runs_per_seed=sum(len(by_seed[s]) for s in paying) / len(paying),
+        time=stat(per_seed),
         time_per_seed=per_seed, search=stat(search),
         device="cuda" if all(cuda) else "cpu" if not any(cuda) else "mixed",
         estimated_time=estimated, best_point=points[best_lr],
@@ -464,9 +479,12 @@ def _notes(groups: dict, records: list[dict]) -> list[str]:
         "**Method.** A method is *tuned* when it has runs at more than one start lr here, "
         "else *automatic*. Time per seed = the sum of `wall_time` over all the method's runs "
         "of one seed (a tuned method pays for its whole grid; an automatic method's run "
-        "includes its own search), mean ± std over seeds; runs paid = runs per seed. "
-        "Accuracy = test accuracy (%) at the best grid point (the start lr with the best "
-        "mean best-epoch accuracy), mean ± sample std over n seeds, best epoch and final "
+        "includes its own search), mean ± std over seeds; runs paid = runs per seed. A tuned "
+        "method's extra seeds, run at its chosen start lr only, reuse that tuning: they count "
+        "for accuracy, not for cost. Accuracy = test accuracy (%) at the best grid point (the "
+        "start lr with the best best-epoch accuracy on the first seed that ran the whole "
+        "grid, where the extra seeds ran; else the best mean over seeds; ties: the larger "
+        "lr), mean ± sample std over n seeds, best epoch and final "
         "epoch; a diverged run counts as chance accuracy. Accuracy at the median grid point "
         "= best-epoch accuracy at the middle start lr of the sorted grid (the lower middle "
         "one for an even grid): what a guess costs instead of a search; for an automatic "
