@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from mbt import ledger
 from mbt.report import build, load_ledger, paper, status_line, write_index
 from mbt.report.__main__ import main
-from mbt.report.common import Context, fmt_lr, variant
+from mbt.report.common import PLAIN, Context, fmt_lr, variant
 from mbt.report.figures import fig2b_settling
 from mbt.report.selection import select
 from mbt.report.targets import by_name
@@ -267,7 +267,7 @@ def test_table1_keeps_bn_slices_searches_apart_and_beside_their_one_slice_cell(t
     assert "## Ours, legacy+slices2" not in md  # not a column of the main table
     assert "| 200 | 1e-2 | 0.0125 | legacy | 2 | 0.0125 | 0.0138 | 1.10 | 1.10 | 1.00 |" in md
     # a report that shows plain runs only leaves a sliced search out, like a legacy one
-    plain_only = dataclasses.replace(by_name("table1"), both_inits=False)
+    plain_only = dataclasses.replace(by_name("table1"), variants=frozenset({PLAIN}))
     with caplog.at_level(logging.WARNING, logger="mbt.report.selection"):
         assert select(load_ledger(path), plain_only).records == []
     # the warning says which variants it left out, so a reader can tell a control from a bug

@@ -56,6 +56,9 @@ class Shared:
     fits: Callable[[dict], bool]   # the record is a cell of the target
 
 
+# The variant of a plain run: torch BatchNorm init, one slice, MBT momentum cleared.
+PLAIN = "torch"
+
 @dataclass(frozen=True)
 class Target:
     """One report target: everything :mod:`mbt.report` needs to know about it, in one place
@@ -70,7 +73,9 @@ class Target:
     protocol_note: str              # what the `full` protocol runs (the paper's, or ours)
     beyond_paper: bool = False      # not one of the paper's tables/figures
     shared: Shared | None = None    # cells made by other presets' runs
-    both_inits: bool = False        # shows every variant (model.bn_init, MBT bn_slices)
+    # The variants it shows (:func:`variant`); None: every one. Others are left out with a
+    # warning that names them.
+    variants: frozenset[str] | None = frozenset({PLAIN})
     # Its own choice of runs (records, spec, protocol) -> Selection, where the plain one
     # (:func:`.selection.select`) cannot express it (out_of_domain: runs of several presets
     # with per-task settings).

@@ -15,9 +15,8 @@ Reads only the ledger; the cells that Table 2 already ran (MBT with the reset, N
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable
 from pathlib import Path
 
 import pandas as pd
@@ -25,10 +24,7 @@ import pandas as pd
 from .common import (
     Context,
     Stat,
-    Target,
     accuracies,
-    bn_init,
-    bn_slices,
     fmt_lr,
     get,
     lr_key,
@@ -36,11 +32,10 @@ from .common import (
     reset_momentum,
     stat,
 )
-from .selection import Selection, select
+from .selection import Selection
 from .writers import header, md_table, write_csv, write_md
 
-__all__ = ["CONDITIONS", "CONSTANT_LR", "cell_of", "gap_lines", "is_cell", "mbt_gap",
-           "select_runs"]
+__all__ = ["CONDITIONS", "CONSTANT_LR", "cell_of", "gap_lines", "is_cell", "mbt_gap"]
 
 CONSTANT_LR = 0.016  # conf/experiment/mbt_gap.yaml: MBT-NAG's mean found lr, Table 2 cpu
 
@@ -68,14 +63,6 @@ def is_cell(r: dict) -> bool:
     return (r.get("model") == "resnet18" and r.get("dataset") == "cifar10"
             and get(r, "config", "trainer", "diverge_factor") is None
             and cell_of(r) in {c for c, _, _ in CONDITIONS})
-
-
-def select_runs(records: Iterable[dict], spec: Target, protocol: str | None = None
-                ) -> Selection:
-    """The plain runs (torch BatchNorm init, one slice) with the momentum reset or kept:
-    :func:`~mbt.report.selection.select` with every variant, less the other variants."""
-    plain = [r for r in records if bn_init(r) == "torch" and bn_slices(r) == 1]
-    return select(plain, dataclasses.replace(spec, selector=None), protocol)
 
 
 def _finite_history(r: dict, key: str) -> list[float]:

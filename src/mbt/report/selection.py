@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mbt import ledger
 
-from .common import PROTOCOLS, ReportError, Target, get, plural, variant
+from .common import PLAIN, PROTOCOLS, ReportError, Target, get, plural, variant
 
 __all__ = ["Selection", "choose_protocol", "experiments_of", "load_ledger",
            "majority_settings", "one_per_cell_and_seed", "select", "select_majority_settings"]
@@ -122,22 +122,25 @@ def select(records: Iterable[dict], spec: Target, protocol: str | None = None) -
     target join, when they have the settings (epochs, batch size, subset) of one of the
     target's own runs under that protocol, or, when the target has none of its own there,
     those of the first experiment in ``shared.experiments`` that has runs.
-    Targets that do not show every variant take the plain runs only (torch init, one
-    BatchNorm slice). A target with its own ``selector`` chooses its runs itself."""
+    A target takes the variants in ``spec.variants`` (by default the plain runs: torch init,
+    one BatchNorm slice, MBT momentum cleared) and warns of the others. A target with its
+    own ``selector`` chooses its runs itself."""
     if spec.selector is not None:
         return spec.selector(records, spec, protocol)
     target, cell_of, shared = spec.name, spec.cell_of, spec.shared
     experiments = {target, *(shared.experiments if shared else ())}
     records = [r for r in records
                if r.get("kind", "train") == spec.kind and experiments_of(r) & experiments]
-    if not spec.both_inits:  # after the experiment filter: warn only of the target's runs
-        other_variants = Counter(variant(r) for r in records if variant(r) != "torch")
+    shown = spec.variants
+    if shown is not None:  # after the experiment filter: warn only of the target's runs
+        other_variants = Counter(variant(r) for r in records if variant(r) not in shown)
         if other_variants:
-            log.warning("%s: %s of other variants left out (this report shows plain runs "
-                        "only: torch init, one BatchNorm slice, momentum cleared by MBT): %s",
-                        target, plural(sum(other_variants.values()), "run"),
+            what = ("plain runs only: torch init, one BatchNorm slice, momentum cleared by "
+                    "MBT" if shown == {PLAIN} else "only " + ", ".join(sorted(shown)))
+            log.warning("%s: %s of other variants left out (this report shows %s): %s",
+                        target, plural(sum(other_variants.values()), "run"), what,
                         ", ".join(f"{v} {n}" for v, n in sorted(other_variants.items())))
-            records = [r for r in records if variant(r) == "torch"]
+            records = [r for r in records if variant(r) in shown]
     own: dict[str, list[dict]] = {}
     other: dict[str, list[dict]] = {}
     for r in records:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import autolr, figures, mbt_gap, out_of_domain, tables
-from .common import Shared, Target, get, lr_key
+from .common import PLAIN, Shared, Target, get, lr_key
 from .paper import LR_GRID
 from .selection import select_majority_settings
 
@@ -39,7 +39,7 @@ TARGETS: tuple[Target, ...] = (
     Target(
         "table1", "Table 1", "lr found by MBT-GD, 9 start lrs × 7 batch sizes",
         kind="lr_search", cell_of=lambda r: (int(r["batch_size"]), lr_key(r["lr"])),
-        build=tables.table1, both_inits=True,
+        build=tables.table1, variants=None,
         protocol_note="ResNet18 / CIFAR10, 20 random mini-batches per start lr, α = 1e-4, "
                       "β = 0.5"),
     # The presets share cells (conf/experiment: table2_mbt, table3 and fig3 make the same
@@ -58,7 +58,7 @@ TARGETS: tuple[Target, ...] = (
         shared=Shared(("table2", "fig3", "mbt_gap"), _mbt_at_1e2(("mbt_mmt", "mbt_nag")))),
     Target(
         "fig2b", "Fig. 2(b)", "Two-way Backtracking GD lr vs iterate, full batch",
-        kind="train", build=figures.fig2b, both_inits=True,
+        kind="train", build=figures.fig2b, variants=None,
         # The variants Fig. 2(b)'s evidence compares (issue 13): start lr δ0 and α.
         cell_of=lambda r: (r.get("model"), r.get("dataset"), r.get("optim"),
                            lr_key(r.get("lr") or 0.0),
@@ -90,7 +90,7 @@ TARGETS: tuple[Target, ...] = (
         "mbt_gap", "Beyond: MBT's gap", "why MBT trails the best tuned baseline in Table 2: "
         "momentum kept across searches, NAG at MBT's lr",
         kind="train", cell_of=mbt_gap.cell_of, build=mbt_gap.mbt_gap, beyond_paper=True,
-        both_inits=True, selector=mbt_gap.select_runs, make="mbt-gap",
+        variants=frozenset({PLAIN, PLAIN + "+kept_momentum"}), make="mbt-gap",
         shared=Shared(("table2", "table3", "fig3", "autolr"), mbt_gap.is_cell),
         protocol_note="cpu only: Table 2's cpu cells (2000 real images, batch 100, 8 epochs)"),
     # Its runs are out_of_domain's and, for CIFAR-10, autolr's and Table 2's (same run
