@@ -179,6 +179,13 @@ def reset_momentum(r: dict) -> bool:
     return bool(get(r, "config", "optim", "builder", "reset_momentum", default=True))
 
 
+def table2_setting(r: dict) -> bool:
+    """A ResNet18 / CIFAR-10 run without a divergence cut-off: Table 2's setting (it never
+    stops a run early; autolr's non-cpu presets do, and those runs are other cells)."""
+    return (r.get("model") == "resnet18" and r.get("dataset") == "cifar10"
+            and get(r, "config", "trainer", "diverge_factor") is None)
+
+
 def variant(r: dict) -> str:
     """What separates runs of one cell that a report must never pool: the BatchNorm init,
     ``+slices<k>`` for an MBT search over ``k`` BatchNorm slices (``legacy+slices2``),

@@ -26,11 +26,11 @@ from .common import (
     Stat,
     accuracies,
     fmt_lr,
-    get,
     lr_key,
     plural,
     reset_momentum,
     stat,
+    table2_setting,
 )
 from .selection import Selection
 from .writers import header, md_table, write_csv, write_md
@@ -58,11 +58,10 @@ def cell_of(r: dict) -> Hashable:
 
 
 def is_cell(r: dict) -> bool:
-    """A ResNet18 / CIFAR-10 run that is one of the conditions (Table 2's presets make
-    three of them), without a divergence cut-off (as Table 2's cells)."""
-    return (r.get("model") == "resnet18" and r.get("dataset") == "cifar10"
-            and get(r, "config", "trainer", "diverge_factor") is None
-            and cell_of(r) in {c for c, _, _ in CONDITIONS})
+    """A run of one of the conditions in Table 2's setting (:func:`.common.table2_setting`;
+    Table 2's presets make three of them). Not :func:`~.targets._table2_cell`: the constant
+    lr control is off the 9-lr grid."""
+    return table2_setting(r) and cell_of(r) in {c for c, _, _ in CONDITIONS}
 
 
 def _finite_history(r: dict, key: str) -> list[float]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import autolr, figures, mbt_gap, out_of_domain, tables
-from .common import PLAIN, Shared, Target, get, lr_key
+from .common import PLAIN, Shared, Target, lr_key, table2_setting
 from .paper import LR_GRID
 from .selection import select_majority_settings
 
@@ -26,13 +26,11 @@ def _mbt_at_1e2(optims: tuple[str, ...]):
 
 
 def _table2_cell(r: dict) -> bool:
-    """A ResNet18 / CIFAR-10 run that is one of Table 2's cells: a baseline at one of the 9
-    start lrs or MBT at 1e-2, without a divergence cut-off (Table 2 never stops a run early;
-    autolr's non-cpu presets do, and those runs are other cells)."""
-    return (r.get("model") == "resnet18" and r.get("dataset") == "cifar10"
-            and get(r, "config", "trainer", "diverge_factor") is None
-            and ((r.get("optim") in TABLE2_BASELINES and lr_key(r.get("lr") or 0.0) in LR_GRID)
-                 or _mbt_at_1e2(_MBT_AT_1E2)(r)))
+    """One of Table 2's cells in its setting (:func:`.common.table2_setting`): a baseline at
+    one of the 9 start lrs or MBT at 1e-2."""
+    return table2_setting(r) and (
+        (r.get("optim") in TABLE2_BASELINES and lr_key(r.get("lr") or 0.0) in LR_GRID)
+        or _mbt_at_1e2(_MBT_AT_1E2)(r))
 
 
 TARGETS: tuple[Target, ...] = (
