@@ -51,6 +51,7 @@ from .common import (
     round_or_none,
     run_seconds,
     stat,
+    tuned_lr,
 )
 from .selection import Selection
 from .writers import header, md_table, write_csv, write_md
@@ -167,11 +168,11 @@ def _method(model: str, dataset: str, optim: str, runs: list[dict]) -> MethodRow
     if whole and len(grid) > 1:
         # chosen on one seed, as the extra seeds were: a mean over 3 seeds must not lose to
         # one lucky seed at another lr
-        first = {lr_key(r.get("lr") or 0.0): accuracies(r)[0] for r in by_seed[whole[0]]}
-        best_lr = max(grid, key=lambda lr: (-math.inf if first[lr] is None else first[lr], lr))
+        best_lr = tuned_lr({lr_key(r.get("lr") or 0.0): accuracies(r)[0]
+                            for r in by_seed[whole[0]]})
     else:
-        best_lr = max(grid, key=lambda lr: (-math.inf if points[lr].best is None
-                                            else points[lr].best.mean, lr))
+        best_lr = tuned_lr({lr: None if p.best is None else p.best.mean
+                            for lr, p in points.items()})
     # seeds run at the chosen lr only reuse the grid's tuning; they are not incomplete grids
     extra = {s for s in seeds if whole and len(grid) > 1 and lrs_of[s] == {best_lr}}
     paying = [s for s in seeds if s not in extra]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import accuracies, lr_key
+from .common import accuracies, lr_key, tuned_lr
 from .out_of_domain import tuned_choices
 from .paper import LR_GRID
 from .selection import load_ledger, select
@@ -41,7 +41,7 @@ def best_lrs(records: list[dict], protocol: str, seed: int = 0
         if absent:
             missing[optim] = len(absent)
             continue
-        best[optim] = max(LR_GRID, key=lambda lr: (acc[lr], lr))
+        best[optim] = tuned_lr(acc)
     return best, missing
 
 

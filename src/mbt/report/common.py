@@ -179,6 +179,13 @@ def reset_momentum(r: dict) -> bool:
     return bool(get(r, "config", "optim", "builder", "reset_momentum", default=True))
 
 
+def tuned_lr(scores: dict[float, float | None]) -> float:
+    """The start lr a tuner picks: the best score (larger is better; None is the worst),
+    ties going to the larger lr. Every report tunes a baseline on one seed (seed 0) with this
+    rule, the one :mod:`mbt.report.best_lr` sends the extra seeds to."""
+    return max(scores, key=lambda lr: (-math.inf if scores[lr] is None else scores[lr], lr))
+
+
 def table2_setting(r: dict) -> bool:
     """A ResNet18 / CIFAR-10 run without a divergence cut-off: Table 2's setting (it never
     stops a run early; autolr's non-cpu presets do, and those runs are other cells)."""

@@ -46,6 +46,7 @@ from .common import (
     round_or_none,
     run_seconds,
     stat,
+    tuned_lr,
     variant,
 )
 from .paper import LR_GRID
@@ -257,7 +258,7 @@ def _tuned(task, optim, runs: list[dict], protocol) -> OodRow:
     seed0 = {lr_key(r.get("lr") or 0.0): r for r in runs if r.get("seed") == 0}
     pool = seed0 or {lr_key(r.get("lr") or 0.0): r for r in runs}
     # seed 0 alone picks the lr (ties: the larger lr); without seed 0, any seed's run
-    lr = max(pool, key=lambda v: (_score(_metric(pool[v], task)[0], task), v))
+    lr = tuned_lr({v: _score(_metric(r, task)[0], task) for v, r in pool.items()})
     row = _at(task, optim, "tuned", lr, [r for r in runs if lr_key(r.get("lr") or 0.0) == lr])
     row.grid = sorted(seed0)
     row.runs_paid = len(seed0)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Hashable, Sequence
 import numpy as np
 import pandas as pd
 
-from .common import DISPLAY, accuracies, chance_acc, fmt_lr, get, plural
+from .common import DISPLAY, accuracies, chance_acc, fmt_lr, get, plural, tuned_lr
 from .paper import LR_GRID
 from .writers import md_table
 
@@ -201,14 +201,10 @@ def _tuned_rows(rows: list[dict], runs_of: dict[Hashable, list[dict]]) -> list[d
     out = []
     for optim in _BASELINES:
         mine = [r for r in rows if r["optim"] == optim and r.get("ours_best_mean") is not None]
-        seed0 = {}
-        for r in mine:
-            for run in runs_of.get((r["optim"], r["lr"]), []):
-                if run.get("seed") == 0:
-                    best = accuracies(run)[0]
-                    seed0[id(r)] = -math.inf if best is None else best
-        have = [r for r in mine if id(r) in seed0]
-        out += [max(have, key=lambda r: (seed0[id(r)], r["lr"]))] if have else mine
+        seed0 = {r["lr"]: accuracies(run)[0] for r in mine
+                 for run in runs_of.get((r["optim"], r["lr"]), []) if run.get("seed") == 0}
+        lr = tuned_lr(seed0) if seed0 else None
+        out += [r for r in mine if r["lr"] == lr] if seed0 else mine
     return out
 
 
