@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from mbt import ledger
 from mbt.report import build, load_ledger, paper, status_line, write_index
 from mbt.report.__main__ import main
-from mbt.report.common import PLAIN, Context, fmt_lr, variant
+from mbt.report.common import PLAIN, Context, fmt_lr, seed_order, tuned_lr, variant
 from mbt.report.figures import fig2b_settling
 from mbt.report.selection import select
 from mbt.report.targets import by_name
@@ -593,3 +593,13 @@ def test_table2_and_autolr_see_each_others_cells():
     assert best_lrs(records, "cpu")[0] == {"sgd": 0.1}
     autolr = select(records, by_name("autolr"), "cpu")
     assert sorted(r["optim"] for r in autolr.records) == ["mbt_nag", "nag"] + ["sgd"] * 9
+
+
+def test_tuned_lr_prefers_the_best_score_then_the_larger_lr():
+    assert tuned_lr({0.1: 90.0, 1.0: 90.0, 0.01: 89.0}) == 1.0       # a tie: the larger lr
+    assert tuned_lr({0.1: 90.0, 1.0: None, 10.0: float("nan")}) == 0.1  # no score: the worst
+    assert tuned_lr({0.1: None}) == 0.1
+
+
+def test_seeds_sort_in_numeric_order():
+    assert sorted([10, 2, None, "b", 0], key=seed_order) == [0, 2, 10, "b", None]

@@ -278,6 +278,21 @@ def test_best_lr_table2_output_unchanged(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert out == "optim=sgd optim.lr=0.1\n"
     assert "mmt: 9 of 9 start lrs not in" in err
+    # a run off the 9-lr grid recorded as Table 2's never becomes the lr the seeds go to
+    ledger.append(path, run(CIFAR, "sgd", 0.05, 0, (40.0, 99.0), 1.0, experiment="table2"))
+    assert best_lr_main(["--ledger", str(path), "--protocol", "cpu"]) == 0
+    assert capsys.readouterr().out == "optim=sgd optim.lr=0.1\n"
+
+
+def test_other_variants_are_left_out_and_named(records, tmp_path, caplog):
+    kept = mbt(FMNIST, "mbt_nag", 0, (50.0, 99.0))
+    kept["config"] = {"optim": {"builder": {"reset_momentum": False}}}
+    kept["run_key"] += "-kept"
+    with caplog.at_level("WARNING", logger="mbt.report.selection"):
+        md, rows = _build(records + [kept], tmp_path)
+    assert "1 run of other variants left out" in caplog.text
+    assert "torch+kept_momentum 1" in caplog.text
+    assert float(rows[("fashion_mnist", "mbt_nag")]["metric_mean"]) < 99.0
 
 
 def test_grids_agree_with_the_presets():

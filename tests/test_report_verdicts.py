@@ -107,7 +107,7 @@ def test_table2_verdicts(tmp_path):
     # ours (90, 30, 45 as the diverged run's best epoch, 91, 92, 92.5) vs the paper's
     # (92.07, 10, 10, 92.29, 93.70, 93.85): ranks (3, 1, 2, 4, 5, 6) vs (3, 1.5, 1.5, 4, 5, 6)
     assert "over the 6 cells both have): +0.99." in md
-    # MBT at 1e-2 minus the best baseline cell: ours Adam 1e-3 (91.00), the paper NAG 1e-1
+    # MBT at 1e-2 minus the best tuned baseline: ours Adam 1e-3 (91.00), the paper NAG 1e-1
     assert "ours MBT-MMT +1.00, MBT-NAG +1.50 (best of 3 tuned baselines: Adam 1e-3, " \
         "91.00); paper MBT-MMT +1.29, MBT-NAG +1.44 (best of 72 baseline cells: NAG 1e-1, " \
         "92.41)." in md

@@ -8,14 +8,14 @@ start lr in the selected protocol, else *automatic*.
 
 - cost: per seed, the sum of ``wall_time`` over all the method's runs of that seed (a
   tuned method pays for its whole grid; an automatic method's one run includes its own
-  search: MBT's line searches, the LR-range test), then mean ± std over seeds. For a tuned
-  method only the seeds that ran the whole grid count: its extra seeds, run at the chosen
-  lr only, reuse that tuning and would otherwise dilute its price;
+  search: MBT's line searches, the LR-range test), then mean ± std over seeds. A tuned
+  method's extra seeds, run at the chosen lr only, reuse that tuning: they do not count,
+  or they would dilute its price;
 - accuracy: best-epoch and final-epoch test accuracy, mean ± std over seeds, at the grid
-  point (start lr) with the best best-epoch accuracy on the first seed that ran the whole
-  grid (seed 0, where ``mbt.report.best_lr`` picked the lr the extra seeds ran at), else
-  with the best mean; ties go to the larger lr. A point is never chosen for having fewer,
-  luckier seeds. A diverged run counts as chance;
+  point (start lr) with the best mean best-epoch accuracy over the seeds that ran the whole
+  grid (here seed 0, where ``mbt.report.best_lr`` picked the lr the extra seeds ran at),
+  else over every seed; ties go to the larger lr (:func:`.common.tuned_lr`). A point is
+  never chosen for having fewer, luckier seeds. A diverged run counts as chance;
 - accuracy at the median grid point: at the lr in the middle of the sorted grid (the
   lower middle one for an even grid), what a tuner who guessed instead of searching gets;
   an automatic method's own accuracy.
@@ -50,6 +50,7 @@ from .common import (
     lr_key,
     round_or_none,
     run_seconds,
+    seed_order,
     stat,
     tuned_lr,
 )
@@ -162,17 +163,14 @@ def _method(model: str, dataset: str, optim: str, runs: list[dict]) -> MethodRow
         by_seed.setdefault(r.get("seed"), []).append(r)
     grid = sorted(by_lr)
     points = {lr: _point(lr, by_lr[lr]) for lr in grid}
-    seeds = sorted(by_seed, key=str)
+    seeds = sorted(by_seed, key=seed_order)
     lrs_of = {s: {lr_key(r.get("lr") or 0.0) for r in by_seed[s]} for s in seeds}
     whole = [s for s in seeds if len(lrs_of[s]) == len(grid)]
-    if whole and len(grid) > 1:
-        # chosen on one seed, as the extra seeds were: a mean over 3 seeds must not lose to
-        # one lucky seed at another lr
-        best_lr = tuned_lr({lr_key(r.get("lr") or 0.0): accuracies(r)[0]
-                            for r in by_seed[whole[0]]})
-    else:
-        best_lr = tuned_lr({lr: None if p.best is None else p.best.mean
-                            for lr, p in points.items()})
+    # chosen on the seeds that ran the whole grid, as the extra seeds' lr was: a 3-seed
+    # mean must not lose to one lucky seed at another lr
+    choosers = [_point(lr, [r for r in by_lr[lr] if r.get("seed") in whole]) for lr in grid] \
+        if whole else list(points.values())
+    best_lr = tuned_lr({p.lr: None if p.best is None else p.best.mean for p in choosers})
     # seeds run at the chosen lr only reuse the grid's tuning; they are not incomplete grids
     extra = {s for s in seeds if whole and len(grid) > 1 and lrs_of[s] == {best_lr}}
     paying = [s for s in seeds if s not in extra]
@@ -483,9 +481,9 @@ def _notes(groups: dict, records: list[dict]) -> list[str]:
         "includes its own search), mean ± std over seeds; runs paid = runs per seed. A tuned "
         "method's extra seeds, run at its chosen start lr only, reuse that tuning: they count "
         "for accuracy, not for cost. Accuracy = test accuracy (%) at the best grid point (the "
-        "start lr with the best best-epoch accuracy on the first seed that ran the whole "
-        "grid, where the extra seeds ran; else the best mean over seeds; ties: the larger "
-        "lr), mean ± sample std over n seeds, best epoch and final "
+        "start lr with the best mean best-epoch accuracy over the seeds that ran the whole "
+        "grid, where the extra seeds ran; else over every seed; ties: the larger lr), "
+        "mean ± sample std over n seeds, best epoch and final "
         "epoch; a diverged run counts as chance accuracy. Accuracy at the median grid point "
         "= best-epoch accuracy at the middle start lr of the sorted grid (the lower middle "
         "one for an even grid): what a guess costs instead of a search; for an automatic "

@@ -41,7 +41,7 @@ def best_lrs(records: list[dict], protocol: str, seed: int = 0
         if absent:
             missing[optim] = len(absent)
             continue
-        best[optim] = tuned_lr(acc)
+        best[optim] = tuned_lr({lr: acc[lr] for lr in LR_GRID})
     return best, missing
 
 

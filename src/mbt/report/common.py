@@ -179,11 +179,20 @@ def reset_momentum(r: dict) -> bool:
     return bool(get(r, "config", "optim", "builder", "reset_momentum", default=True))
 
 
+def seed_order(seed) -> tuple:
+    """Sort key for seeds: integers in numeric order (2 before 10), then anything else by
+    its text, None last."""
+    return (seed is None, not isinstance(seed, int), seed if isinstance(seed, int) else str(seed))
+
+
 def tuned_lr(scores: dict[float, float | None]) -> float:
-    """The start lr a tuner picks: the best score (larger is better; None is the worst),
+    """The start lr a tuner picks: the best score (larger is better; None or NaN is the worst),
     ties going to the larger lr. Every report tunes a baseline on one seed (seed 0) with this
     rule, the one :mod:`mbt.report.best_lr` sends the extra seeds to."""
-    return max(scores, key=lambda lr: (-math.inf if scores[lr] is None else scores[lr], lr))
+    def score(lr: float) -> float:
+        v = scores[lr]
+        return v if v is not None and math.isfinite(v) else -math.inf
+    return max(scores, key=lambda lr: (score(lr), lr))
 
 
 def table2_setting(r: dict) -> bool:

@@ -47,7 +47,6 @@ from .common import (
     run_seconds,
     stat,
     tuned_lr,
-    variant,
 )
 from .paper import LR_GRID
 from .selection import (
@@ -56,6 +55,7 @@ from .selection import (
     experiments_of,
     majority_settings,
     one_per_cell_and_seed,
+    shown_variants,
 )
 from .verdicts import ranks_high_first, switch_epoch
 from .writers import header, md_table, write_csv, write_md
@@ -138,11 +138,8 @@ def select_runs(records: list[dict], spec: Target, protocol: str | None = None) 
     """The target's runs under ``protocol`` (default: the one covering the most cells): the
     out_of_domain runs, CIFAR's autolr runs and Table 2's runs of the same methods, per task
     at one setting, one record per run key (the last), one per (cell, seed)."""
-    runs = [r for r in records if r.get("kind", "train") == spec.kind and _candidate(r)]
-    plain = [r for r in runs if variant(r) == "torch"]
-    if len(plain) < len(runs):
-        log.warning("%s: %s with another BatchNorm init or bn_slices left out", spec.name,
-                    plural(len(runs) - len(plain), "run"))
+    plain = shown_variants([r for r in records
+                            if r.get("kind", "train") == spec.kind and _candidate(r)], spec)
     by_protocol: dict[str, dict[str, dict]] = {}
     for i, r in enumerate(plain):  # one record per run key: the latest
         by_protocol.setdefault(str(r.get("protocol")), {})[r.get("run_key") or f"#{i}"] = r

@@ -113,6 +113,22 @@ def _settings(r: dict) -> tuple:
             get(r, "data", "block_size"))
 
 
+def shown_variants(records: list[dict], spec: Target) -> list[dict]:
+    """The records of the variants ``spec`` shows (``spec.variants``; None: every one),
+    with a warning that names the variants left out and how many runs each has."""
+    shown = spec.variants
+    if shown is None:
+        return records
+    other = Counter(variant(r) for r in records if variant(r) not in shown)
+    if other:
+        what = ("plain runs only: torch init, one BatchNorm slice, momentum cleared by MBT"
+                if shown == {PLAIN} else "only " + ", ".join(sorted(shown)))
+        log.warning("%s: %s of other variants left out (this report shows %s): %s",
+                    spec.name, plural(sum(other.values()), "run"), what,
+                    ", ".join(f"{v} {n}" for v, n in sorted(other.items())))
+    return [r for r in records if variant(r) in shown]
+
+
 def select(records: Iterable[dict], spec: Target, protocol: str | None = None) -> Selection:
     """The records of target ``spec`` (``record["experiment"]``, ``spec.kind``) under
     ``protocol``; by default the protocol covering the most cells, ties going to
@@ -131,16 +147,9 @@ def select(records: Iterable[dict], spec: Target, protocol: str | None = None) -
     experiments = {target, *(shared.experiments if shared else ())}
     records = [r for r in records
                if r.get("kind", "train") == spec.kind and experiments_of(r) & experiments]
-    shown = spec.variants
-    if shown is not None:  # after the experiment filter: warn only of the target's runs
-        other_variants = Counter(variant(r) for r in records if variant(r) not in shown)
-        if other_variants:
-            what = ("plain runs only: torch init, one BatchNorm slice, momentum cleared by "
-                    "MBT" if shown == {PLAIN} else "only " + ", ".join(sorted(shown)))
-            log.warning("%s: %s of other variants left out (this report shows %s): %s",
-                        target, plural(sum(other_variants.values()), "run"), what,
-                        ", ".join(f"{v} {n}" for v, n in sorted(other_variants.items())))
-            records = [r for r in records if variant(r) in shown]
+    # after the experiment filter, so that the warning counts runs of the target's presets
+    # (some of another preset's may still not fit its cells)
+    records = shown_variants(records, spec)
     own: dict[str, list[dict]] = {}
     other: dict[str, list[dict]] = {}
     for r in records:
