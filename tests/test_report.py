@@ -432,6 +432,35 @@ train loss (first → final) | status |
     assert frame[frame.seed == 1].settled_after.isna().all()
 
 
+def test_fig2b_groups_a_setting_run_with_many_seeds(tmp_path, monkeypatch):
+    """From 3 seeds of one setting on, the legend has one entry for the setting and the
+    "Ours" sentence its settling range; each seed stays a table row."""
+    records = [_fig2b_record([0.5, 0.25, 0.25, 0.25]),                      # k = 1
+               _fig2b_record([0.5, 0.5, 0.25, 0.25, 0.25], seed=1),          # k = 2
+               _fig2b_record([0.5, 0.25, 0.125, 0.25], seed=2),              # not settled
+               _fig2b_record([1.0, 0.5, 0.5, 0.5], init="legacy")]          # k = 1
+    legends = []
+    save = Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        legends.extend(t.get_text() for t in fig.axes[0].get_legend().get_texts())
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    build("fig2b", records, tmp_path)
+    assert legends == [
+        "ours, torch init, 3 seeds: 2 of 3 settle after iterate 1–2 (median 1.5)",
+        "ours, legacy init, seed 0: settles after iterate 1",
+        "paper: settles after 40 iterates",
+        "ours: iterate k, after which the lr never changes"]
+    md = (tmp_path / "fig2b.md").read_text()
+    assert ("**Ours**: 3 of 4 runs settle, after iterate 1–2 (median 1); torch init, seeds "
+            "0, 1, 2: 2 of 3 settle after iterate 1–2 (median 1.5); not settled: seed 2 "
+            "(0.125 → 0.25 at its last iterate); legacy init, seed 0: settles after "
+            "iterate 1: lr 0.5 from iterate 2 to 4, after 1 changes.") in md
+    assert md.count("| torch | 1e-4 | 1 |") == 3
+
+
 def test_fig3(ledger_path, tmp_path):
     build("fig3", load_ledger(ledger_path), tmp_path)
     assert (tmp_path / "fig3.png").read_bytes()[:4] == b"\x89PNG"

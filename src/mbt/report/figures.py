@@ -156,10 +156,33 @@ def _fig2b_sentence(run: _Fig2bRun) -> str:
 _PAPER_ALPHA = 1e-4  # the paper's network α (Sec. 4), the one the settling claim is about
 
 
-def _fig2b_curve(ax, run: _Fig2bRun, color, ls: str, varying: set[str]) -> list:
-    """Draw one run; returns its table row."""
+# From this many seeds of one setting on, the legend and the "Ours" sentence speak of the
+# setting (one entry, its settling range) and leave each seed to the table: 8 seeds per
+# init made an 18-line legend.
+_SEEDS_GROUPED = 3
+
+
+def _settle_range(runs: list[_Fig2bRun]) -> str:
+    ks = sorted(run.settle for run in runs if run.settle is not None)
+    if not ks:
+        return f"none of {len(runs)} settles in {max(run.n for run in runs)} iterates"
+    where = (f"iterate {ks[0]}" if len(ks) == 1 else
+             f"iterate {ks[0]}–{ks[-1]} (median {statistics.median(ks):g})")
+    return f"{len(ks)} of {len(runs)} settle after {where}"
+
+
+def _group_label(group: list[_Fig2bRun], varying: set[str]) -> str:
+    return (", ".join(["ours", *group[0].parts(varying - {"seed"})])
+            + f", {len(group)} seeds: {_settle_range(group)}")
+
+
+def _fig2b_curve(ax, run: _Fig2bRun, color, ls: str, varying: set[str],
+                 label: str | None = None) -> list:
+    """Draw one run; returns its table row. ``label``: the legend entry (default: the
+    run's own; ``"_nolegend_"`` for the other seeds of a grouped setting)."""
     r, lrs = run.record, run.lrs
-    label = ", ".join(["ours", *run.parts(varying)]) + ": " + run.settles()
+    if label is None:
+        label = ", ".join(["ours", *run.parts(varying)]) + ": " + run.settles()
     ax.semilogy(range(1, run.n + 1), lrs, color=color, ls=ls, lw=1.5,
                 marker="." if run.n <= 100 else None, ms=4, label=label)
     if run.settle is not None and run.settle > 0:
@@ -249,15 +272,38 @@ def _fig2b_cdf(ax, runs: list[_Fig2bRun], paper_iter: int, color_of) -> list[str
     return sentences
 
 
+def _by_setting(runs: list[_Fig2bRun]) -> dict[tuple, list[_Fig2bRun]]:
+    groups: dict[tuple, list[_Fig2bRun]] = {}
+    for run in runs:
+        groups.setdefault(run.config, []).append(run)
+    return groups
+
+
+def _group_sentence(group: list[_Fig2bRun], varying: set[str]) -> str:
+    unsettled = [run for run in group if run.settle is None]
+    seeds = ", ".join(str(run.seed) for run in group)
+    return (", ".join(group[0].parts(varying - {"seed"})) + f", seeds {seeds}: "
+            + _settle_range(group)
+            + ("; not settled: " + ", ".join(f"seed {run.seed} ({run.lrs[-2]:.6g} → "
+                                            f"{run.lrs[-1]:.6g} at its last iterate)"
+                                            for run in unsettled if run.n > 1)
+               if unsettled else ""))
+
+
 def _fig2b_ours(runs: list[_Fig2bRun], varying: set[str]) -> str:
     if len(runs) == 1:
         return "**Ours**: " + _fig2b_sentence(runs[0]) + "."
+    parts = []
+    for group in _by_setting(runs).values():
+        if len(group) >= _SEEDS_GROUPED:
+            parts.append(_group_sentence(group, varying))
+        else:
+            parts += [", ".join(run.parts(varying)) + ": " + _fig2b_sentence(run)
+                      for run in group]
     ks = sorted(run.settle for run in runs if run.settle is not None)
     return (f"**Ours**: {len(ks)} of {len(runs)} runs settle"
             + (f", after iterate {ks[0]}–{ks[-1]} (median {statistics.median(ks):g})"
-               if ks else "") + "; " + "; ".join(
-                   ", ".join(run.parts(varying)) + ": " + _fig2b_sentence(run)
-                   for run in runs) + ".")
+               if ks else "") + "; " + "; ".join(parts) + ".")
 
 
 _FIG2B_DEFINITION = (
@@ -286,11 +332,16 @@ def fig2b(sel: Selection, ctx: Context) -> list[Path]:
     fig = Figure(figsize=(9 if len(runs) > 3 else 7, 7.4), layout="constrained")
     ax, cdf = fig.subplots(2, 1, gridspec_kw={"height_ratios": [3, 2]})
     rows, csv_rows, notes, per_config = [], [], [], {}
+    settings = _by_setting(runs)
     for run in runs:
         nth = per_config.setdefault(run.config, [])
         nth.append(run)
+        group = settings[run.config]
+        label = None if len(group) < _SEEDS_GROUPED else \
+            _group_label(group, varying) if len(nth) == 1 else "_nolegend_"
         rows.append(_fig2b_curve(ax, run, palette[configs.index(run.config) % len(palette)],
-                                 ("-", "--", "-.", ":")[(len(nth) - 1) % 4], varying))
+                                 ("-", "--", "-.", ":")[(len(nth) - 1) % 4], varying,
+                                 label))
         notes += _fig2b_notes(run)
         csv_rows += [{"run_key": run.record.get("run_key"), "bn_init": run.init,
                       "alpha": run.alpha, "lr0": run.lr0, "seed": run.seed, "iterate": i,
