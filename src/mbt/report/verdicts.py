@@ -3,7 +3,8 @@ paper's, computed from the same cells the tables and figures show.
 
 * Table 2: works / fails per cell and agreement with the paper's classification, the
   Spearman correlation of our cells with the paper's, MBT minus the best tuned baseline,
-  and the spread of each optimizer over the 9 start lrs (:func:`table2_lines`).
+  the spread of each optimizer over the 9 start lrs, and the lr MBT found per start lr
+  (:func:`table2_lines`).
 * Table 3: our ranking of the models against the paper's (:func:`table3_lines`).
 * Fig. 3: does the lr rise, then fall after the plateau switch; which of MBT-MMT and
   MBT-NAG is steadier (:func:`fig3_shape`, :func:`fig3_lines`).
