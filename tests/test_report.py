@@ -344,7 +344,7 @@ def test_fig2b(ledger_path, tmp_path, monkeypatch):
     md = (tmp_path / "fig2b.md").read_text()
     assert "**Ours**: settles after iterate 2: lr 0.25 from iterate 3 to 5, after 2 changes." in md
     # no α in the fixture's config: a dash
-    assert "| torch | — | 1 | 0 | 500 | 5 | 2 | 3–5 | 2 | 1 | 0.25 | 1 → 1 | finished |" in md
+    assert "| torch | — | 1 | 0 | 500 | 5 | 2 | 3–5 | 3–5 | 2 | 1 | 0.25 | 1 → 1 | finished |" in md
     assert "stabilising appears after 40 iterates" in md and "not full batch" not in md
 
 
@@ -399,14 +399,14 @@ def test_fig2b_several_runs_table_and_legend(tmp_path, monkeypatch):
     md = (tmp_path / "fig2b.md").read_text()
     # one row per run: torch init first, then α ascending, δ0 descending, seed
     assert """| BatchNorm init | α | δ0 (start lr) | seed (subset and weights) | images | \
-iterates | settles after iterate | lr constant at iterates | lr changes | first lr | final lr | \
-train loss (first → final) | status |
-|---|---|---|---|---|---|---|---|---|---|---|---|---|
-| torch | 1e-4 | 1 | 0 | 500 | 4 | 1 | 2–4 | 1 | 0.5 | 0.25 | 2.3 → 2 | finished |
-| torch | 1e-4 | 1 | 1 | 500 | 4 | not settled | — | 3 | 0.5 | 0.25 | 2.3 → 2 | finished |
-| torch | 0.5 | 0.1 | 0 | 500 | 5 | 3 | 4–5 | 2 | 0.1 | 0.025 | 2.3 → 1.9 | finished |
-| legacy | 1e-4 | 1 | 0 | 500 | 4 | 0 | 1–4 | 0 | 1 | 1 | 2.3 → 2 | finished |
-| legacy | 0.5 | 1 | 2 | 500 | 4 | 1 | 2–4 | 1 | 1 | 0.5 | 2.3 → 2 | finished |
+iterates | settles after iterate | lr constant at iterates | longest one-lr stretch | lr changes | \
+first lr | final lr | train loss (first → final) | status |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
+| torch | 1e-4 | 1 | 0 | 500 | 4 | 1 | 2–4 | 2–4 | 1 | 0.5 | 0.25 | 2.3 → 2 | finished |
+| torch | 1e-4 | 1 | 1 | 500 | 4 | not settled | — | 1–1 | 3 | 0.5 | 0.25 | 2.3 → 2 | finished |
+| torch | 0.5 | 0.1 | 0 | 500 | 5 | 3 | 4–5 | 2–3 | 2 | 0.1 | 0.025 | 2.3 → 1.9 | finished |
+| legacy | 1e-4 | 1 | 0 | 500 | 4 | 0 | 1–4 | 1–4 | 0 | 1 | 1 | 2.3 → 2 | finished |
+| legacy | 0.5 | 1 | 2 | 500 | 4 | 1 | 2–4 | 2–4 | 1 | 1 | 0.5 | 2.3 → 2 | finished |
 """ in md
     assert "**Ours**: 4 of 5 runs settle, after iterate 0–3 (median 1); torch init, α 1e-4, " \
         "δ0 1, seed 0: settles after iterate 1:" in md
@@ -459,6 +459,21 @@ def test_fig2b_groups_a_setting_run_with_many_seeds(tmp_path, monkeypatch):
             "(0.125 → 0.25 at its last iterate); legacy init, seed 0: settles after "
             "iterate 1: lr 0.5 from iterate 2 to 4, after 1 changes.") in md
     assert md.count("| torch | 1e-4 | 1 |") == 3
+
+
+def test_fig2b_reads_a_held_then_regrown_lr_as_its_longest_stretch(tmp_path):
+    # seed 1 holds 0.25 over iterates 2-4, then two-way grows it back: not settled, but
+    # stabilising after iterate 1 when read as its longest one-lr stretch
+    records = [_fig2b_record([0.5, 0.25, 0.25, 0.25]),
+               _fig2b_record([0.5, 0.25, 0.25, 0.25, 0.5, 0.25], seed=1)]
+    build("fig2b", records, tmp_path)
+    md = (tmp_path / "fig2b.md").read_text()
+    assert "seed 1: one lr over iterates 2–4): torch init: 40 falls above all 2 runs " \
+        "(stabilising iterates 1–1)." in md
+    assert "| 1 | 500 | 6 | not settled | — | 2–4 |" in md
+    # where the two readings agree, the second line is left out
+    build("fig2b", records[:1], tmp_path / "settled")
+    assert "longest one-lr stretch**" not in (tmp_path / "settled" / "fig2b.md").read_text()
 
 
 def test_fig3(ledger_path, tmp_path):

@@ -255,3 +255,16 @@ def test_fig2a_target_writes_its_files_from_cli_and_in_process_runs(tmp_path, mo
     assert md.startswith("# Figure 2(a)") and "## Verdict" in md and "## Random starts" in md
     starts = (tmp_path / "fig2a.starts.csv").read_text().splitlines()
     assert len(starts) == 1 + 3 * (1 + 2 * 2)  # header; 3 methods x (named + 2 x 2 random)
+
+
+@pytest.mark.parametrize("lrs,stretch", [
+    ([1.0, 0.5, 0.5, 0.5], (2, 4)),               # the last stretch: settling iterate 1
+    ([0.5, 0.25, 0.25, 0.25, 0.5, 0.25], (2, 4)),  # held, then regrowth: not settled
+    ([1.0, 1.0, 0.5, 0.5], (1, 2)),                # equally long: the earliest
+    ([0.3, 0.3 * (1 + 1e-12), 0.3], (1, 3)),       # grid values equal within GRID_RTOL
+    ([2.0], (1, 1)),
+    ([], None),
+])
+def test_longest_constant_stretch(lrs, stretch):
+    from mbt.settle import longest_constant_stretch
+    assert longest_constant_stretch(lrs) == stretch

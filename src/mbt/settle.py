@@ -38,8 +38,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["GRID_RTOL", "iterations_to_within", "lr_changes", "settled_after",
-           "settling_iterate"]
+__all__ = ["GRID_RTOL", "iterations_to_within", "longest_constant_stretch", "lr_changes",
+           "settled_after", "settling_iterate"]
 
 GRID_RTOL = 1e-9
 
@@ -79,6 +79,29 @@ def settled_after(lrs: Sequence[float], *, min_tail: int,
         raise ValueError(f"Invalid min_tail: {min_tail!r} (expected >= 1)")
     k = settling_iterate(lrs, rtol=rtol)
     return k if len(lrs) - k >= min_tail else None
+
+
+def longest_constant_stretch(lrs: Sequence[float], *,
+                             rtol: float = GRID_RTOL) -> tuple[int, int] | None:
+    """(first, last) iterate, 1-based, of the longest stretch of iterates that use one
+    learning rate (the earliest of equally long ones); None for an empty sequence.
+
+    A second reading of "stabilising" for runs that hold one lr for a long time and then
+    change it again (Figure 2(b): Two-way's regrowth once the loss is near zero): such a
+    run has no settling iterate within its length, but a stretch that starts where the
+    settled runs' do. For a run whose last stretch is its longest, first - 1 is
+    :func:`settling_iterate`."""
+    if rtol < 0:
+        raise ValueError(f"Invalid rtol: {rtol!r} (expected >= 0)")
+    if len(lrs) == 0:
+        return None
+    best, start = (1, 1), 1
+    for n in range(2, len(lrs) + 1):
+        if not _same(lrs[n - 2], lrs[n - 1], rtol):
+            start = n
+        if n - start > best[1] - best[0]:
+            best = (start, n)
+    return best
 
 
 def lr_changes(lrs: Sequence[float], *, rtol: float = GRID_RTOL) -> int:

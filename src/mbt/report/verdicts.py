@@ -496,11 +496,11 @@ def fig3_lines(runs: list[tuple[dict, dict]], datasets: list[str]) -> list[str]:
 # --- Figure 2(b) --------------------------------------------------------------------------
 
 def settling_sentence(label: str, settles: list[int | None], iterates: list[int],
-                      paper_k: int) -> str:
+                      paper_k: int, noun: str = "settling iterate") -> str:
     """Where the paper's settling iterate falls among runs: the percentile rank of
     ``paper_k`` among the runs' settling iterates. A run that did not settle changed its lr
     at its last iterate N, so it settles after N − 1 or later: above ``paper_k`` when
-    N − 1 > paper_k, unknown (left out) otherwise."""
+    N − 1 > paper_k, unknown (left out) otherwise. ``noun`` names the runs' iterates."""
     known = [k if k is not None else math.inf for k, n in zip(settles, iterates)
              if k is not None or n - 1 > paper_k]
     left_out = len(settles) - len(known)
@@ -511,8 +511,8 @@ def settling_sentence(label: str, settles: list[int | None], iterates: list[int]
         return f"{label}: n/a (no run to compare){tail}"
     runs = plural(len(known), "run")
     finite = sorted(k for k in known if k != math.inf)
-    span = (f"settling iterates {finite[0]}–{finite[-1]}" if len(finite) > 1 else
-            f"settling iterate {finite[0]}" if finite else "none settled")
+    span = (f"{noun}s {finite[0]}–{finite[-1]}" if len(finite) > 1 else
+            f"{noun} {finite[0]}" if finite else "none settled")
     unsettled = len(known) - len(finite)
     span += f", {unsettled} not settled" if unsettled and finite else ""
     if all(k < paper_k for k in known):
