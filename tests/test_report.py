@@ -403,13 +403,15 @@ iterates | settles after iterate | lr constant at iterates | longest one-lr stre
 first lr | final lr | train loss (first → final) | status |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|---|
 | torch | 1e-4 | 1 | 0 | 500 | 4 | 1 | 2–4 | 2–4 | 1 | 0.5 | 0.25 | 2.3 → 2 | finished |
-| torch | 1e-4 | 1 | 1 | 500 | 4 | not settled | — | 1–1 | 3 | 0.5 | 0.25 | 2.3 → 2 | finished |
-| torch | 0.5 | 0.1 | 0 | 500 | 5 | 3 | 4–5 | 2–3 | 2 | 0.1 | 0.025 | 2.3 → 1.9 | finished |
+| torch | 1e-4 | 1 | 1 | 500 | 4 | not settled | — | 4–4 | 3 | 0.5 | 0.25 | 2.3 → 2 | finished |
+| torch | 0.5 | 0.1 | 0 | 500 | 5 | 3 | 4–5 | 4–5 | 2 | 0.1 | 0.025 | 2.3 → 1.9 | finished |
 | legacy | 1e-4 | 1 | 0 | 500 | 4 | 0 | 1–4 | 1–4 | 0 | 1 | 1 | 2.3 → 2 | finished |
 | legacy | 0.5 | 1 | 2 | 500 | 4 | 1 | 2–4 | 2–4 | 1 | 1 | 0.5 | 2.3 → 2 | finished |
 """ in md
     assert "**Ours**: 4 of 5 runs settle, after iterate 0–3 (median 1); torch init, α 1e-4, " \
         "δ0 1, seed 0: settles after iterate 1:" in md
+    # seed 1 never held one lr over 2 iterates: no second reading of it
+    assert "longest one-lr stretch**" not in md
     # the legend says where each curve settles, naming only the settings that vary
     assert legends == [
         "ours, torch init, α 1e-4, δ0 1, seed 0: settles after iterate 1",
@@ -459,6 +461,14 @@ def test_fig2b_groups_a_setting_run_with_many_seeds(tmp_path, monkeypatch):
             "(0.125 → 0.25 at its last iterate); legacy init, seed 0: settles after "
             "iterate 1: lr 0.5 from iterate 2 to 4, after 1 changes.") in md
     assert md.count("| torch | 1e-4 | 1 |") == 3
+    # only the seed varies: the sentence names the seeds alone
+    build("fig2b", records[:3], tmp_path / "one_setting")
+    md = (tmp_path / "one_setting" / "fig2b.md").read_text()
+    assert "(median 1.5); seeds 0, 1, 2: 2 of 3 settle after iterate 1–2 (median 1.5); " \
+        "not settled: seed 2 (0.125 → 0.25 at its last iterate)." in md
+    build("fig2b", [*records[:2], _fig2b_record([0.5], seed=2)], tmp_path / "short")
+    assert "not settled: seed 2 (a single iterate)." in \
+        (tmp_path / "short" / "fig2b.md").read_text()
 
 
 def test_fig2b_reads_a_held_then_regrown_lr_as_its_longest_stretch(tmp_path):

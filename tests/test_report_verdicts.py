@@ -123,14 +123,15 @@ def test_table2_verdicts(tmp_path):
 def test_table2_found_lr_per_start_lr(tmp_path):
     records = _table2_records()
     # the fixture's runs record lr = their start lr per epoch; MBT's searches replace it
-    for r, lrs in zip(records[5:], ([0.02, 0.04], [0.01, 0.03], [0.02, 0.02], [0.04, 0.04])):
+    for r, lrs in zip(records[5:], ([0.02, 0.04], [0.01, 0.03], [0.02, 0.02],
+                                     [0.04, 0.04, float("nan")])):
         r["history"]["lr"] = lrs
     build("table2", records, tmp_path)
     md = (tmp_path / "table2.md").read_text()
-    # MBT-NAG: 1e-2 (2 seeds) 0.025, 1 0.02, 1e-4 0.04 -> 0.02-0.04, max/min 2; its seeds
-    # at 1e-2 (93, 92) -> std 0.71; MBT-MMT has one start lr: left out
-    assert "compare the std column above): MBT-NAG 0.02–0.04 over 3 start lrs (max/min " \
-        "2.00); best accuracy std over its 2 seeds at start lr 1e-2 alone 0.71 points." in md
+    # MBT-NAG seed 0: 1e-2 0.03, 1 0.02, 1e-4 0.04 -> 0.02-0.04, max/min 2; its seeds at
+    # 1e-2: 0.03 and 0.02 -> max/min 1.5; MBT-MMT has one start lr: left out
+    assert "`lr_max`): MBT-NAG, seed 0 over 3 start lrs: 0.02–0.04 (max/min 2.00); its 2 " \
+        "seeds at start lr 1e-2: 0.02–0.03 (max/min 1.50)." in md
     build("table2", [r for r in records if r["optim"] != "mbt_nag"], tmp_path / "no_nag")
     assert "The lr MBT found" not in (tmp_path / "no_nag" / "table2.md").read_text()
 

@@ -260,7 +260,9 @@ def test_fig2a_target_writes_its_files_from_cli_and_in_process_runs(tmp_path, mo
 @pytest.mark.parametrize("lrs,stretch", [
     ([1.0, 0.5, 0.5, 0.5], (2, 4)),               # the last stretch: settling iterate 1
     ([0.5, 0.25, 0.25, 0.25, 0.5, 0.25], (2, 4)),  # held, then regrowth: not settled
-    ([1.0, 1.0, 0.5, 0.5], (1, 2)),                # equally long: the earliest
+    ([1.0, 1.0, 0.5, 0.5], (3, 4)),                # equally long: the latest
+    ([1.0, 1.0, 1.0, 0.5, 0.5, 0.5], (4, 6)),      # ... = settling_iterate 3, plus one
+    ([0.5, 0.5, 0.5, 0.25, 0.5], (1, 3)),          # the longest, not the last
     ([0.3, 0.3 * (1 + 1e-12), 0.3], (1, 3)),       # grid values equal within GRID_RTOL
     ([2.0], (1, 1)),
     ([], None),

@@ -84,13 +84,13 @@ def settled_after(lrs: Sequence[float], *, min_tail: int,
 def longest_constant_stretch(lrs: Sequence[float], *,
                              rtol: float = GRID_RTOL) -> tuple[int, int] | None:
     """(first, last) iterate, 1-based, of the longest stretch of iterates that use one
-    learning rate (the earliest of equally long ones); None for an empty sequence.
+    learning rate (the latest of equally long ones); None for an empty sequence.
 
     A second reading of "stabilising" for runs that hold one lr for a long time and then
     change it again (Figure 2(b): Two-way's regrowth once the loss is near zero): such a
     run has no settling iterate within its length, but a stretch that starts where the
-    settled runs' do. For a run whose last stretch is its longest, first - 1 is
-    :func:`settling_iterate`."""
+    settled runs' do. Ties go to the latest stretch, so that for a run whose last stretch
+    is (one of) its longest, first - 1 is :func:`settling_iterate`."""
     if rtol < 0:
         raise ValueError(f"Invalid rtol: {rtol!r} (expected >= 0)")
     if len(lrs) == 0:
@@ -99,7 +99,7 @@ def longest_constant_stretch(lrs: Sequence[float], *,
     for n in range(2, len(lrs) + 1):
         if not _same(lrs[n - 2], lrs[n - 1], rtol):
             start = n
-        if n - start > best[1] - best[0]:
+        if n - start >= best[1] - best[0]:
             best = (start, n)
     return best
 

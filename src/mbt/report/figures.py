@@ -169,7 +169,7 @@ _SEEDS_GROUPED = 3
 def _settle_range(runs: list[_Fig2bRun]) -> str:
     ks = sorted(run.settle for run in runs if run.settle is not None)
     if not ks:
-        return f"none of {len(runs)} settles in {max(run.n for run in runs)} iterates"
+        return f"none of {len(runs)} settles in up to {max(run.n for run in runs)} iterates"
     where = (f"iterate {ks[0]}" if len(ks) == 1 else
              f"iterate {ks[0]}–{ks[-1]} (median {statistics.median(ks):g})")
     return f"{len(ks)} of {len(runs)} settle after {where}"
@@ -287,36 +287,48 @@ def _by_setting(runs: list[_Fig2bRun]) -> dict[tuple, list[_Fig2bRun]]:
 def _group_sentence(group: list[_Fig2bRun], varying: set[str]) -> str:
     unsettled = [run for run in group if run.settle is None]
     seeds = ", ".join(str(run.seed) for run in group)
-    return (", ".join(group[0].parts(varying - {"seed"})) + f", seeds {seeds}: "
+
+    def why(run: _Fig2bRun) -> str:
+        return (f"{run.lrs[-2]:.6g} → {run.lrs[-1]:.6g} at its last iterate" if run.n > 1
+                else "a single iterate")
+
+    return (", ".join([*group[0].parts(varying - {"seed"}), f"seeds {seeds}"]) + ": "
             + _settle_range(group)
-            + ("; not settled: " + ", ".join(f"seed {run.seed} ({run.lrs[-2]:.6g} → "
-                                            f"{run.lrs[-1]:.6g} at its last iterate)"
-                                            for run in unsettled if run.n > 1)
-               if unsettled else ""))
+            + ("; not settled: " + ", ".join(f"seed {run.seed} ({why(run)})"
+                                            for run in unsettled) if unsettled else ""))
+
+
+def _stabilised(run: _Fig2bRun) -> int | None:
+    """The settling iterate; for a run that did not settle, the iterate before its longest
+    one-lr stretch when that stretch is as long as a settled run's must be
+    (:data:`FIG2B_MIN_TAIL`), else None."""
+    if run.settle is not None or run.stretch is None:
+        return run.settle
+    first, last = run.stretch
+    return first - 1 if last - first + 1 >= FIG2B_MIN_TAIL else None
 
 
 def _stretch_line(runs: list[_Fig2bRun], paper_iter: int) -> str | None:
-    """Where the paper's iterate falls when each run's longest one-lr stretch, not its
-    last, is read as where it stabilises; None when no run at the paper's α reads
-    differently (the line would repeat the one above)."""
+    """Where the paper's iterate falls when a run that did not settle is read as
+    stabilising before its longest one-lr stretch; None when no run at the paper's α
+    reads differently (the line would repeat the one above)."""
     groups = _settling_groups(runs)
-    before = {id(run): None if run.stretch is None else run.stretch[0] - 1
-              for mine in groups.values() for run in mine}
-    differ = [run for mine in groups.values() for run in mine if before[id(run)] != run.settle]
+    differ = [run for mine in groups.values() for run in mine
+              if _stabilised(run) != run.settle]
     if not differ:
         return None
     held = "; ".join(f"{', '.join(run.parts({'init', 'lr0', 'seed'}))}: one lr over "
-                     f"iterates {run.stretch[0]}–{run.stretch[1]}"
-                     for run in differ if run.stretch)
-    where = "; ".join(verdicts.settling_sentence(label, [before[id(run)] for run in mine],
+                     "iterates {}–{}".format(*run.stretch) for run in differ)
+    where = "; ".join(verdicts.settling_sentence(label, [_stabilised(run) for run in mine],
                                                  [run.n for run in mine], paper_iter,
                                                  noun="stabilising iterate")
                       for label, mine in groups.items())
     return (f"**Read as the longest one-lr stretch** (the paper does not define "
             f"stabilising, and a run can hold one lr for many iterates, then change it "
-            f"again as Two-way's search grows the step back; the stabilising iterate is "
-            f"then the one before that stretch, in place of the settling iterate; {held}): "
-            f"{where}.")
+            f"again as Two-way's search grows the step back: a run that did not settle "
+            f"is read as stabilising at the iterate before its longest one-lr stretch of "
+            f"{FIG2B_MIN_TAIL} or more iterates; settled runs keep their settling iterate; "
+            f"{held}): {where}.")
 
 
 def _fig2b_ours(runs: list[_Fig2bRun], varying: set[str]) -> str:
