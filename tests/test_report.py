@@ -538,6 +538,25 @@ def test_shared_runs_join_only_with_the_targets_settings():
     assert len(alone.records) == 1 and alone.borrowed == {"fig3": 1}
 
 
+def test_table3_resnet18_row_counts_the_runs_table2_counts():
+    # one run key, recorded under whichever preset made it first: autolr's cpu preset made
+    # MBT-MMT's seeds 1-2 at 1e-2, which Table 2 counted and Table 3 once left out
+    records = [train_record("table2", "mbt_mmt", 0.01),
+               train_record("autolr", "mbt_mmt", 0.01, seed=1),
+               train_record("mbt_gap", "mbt_nag", 0.01, seed=2),
+               train_record("table3", "mbt_nag", 0.01, model="senet18")]
+
+    def resnet18_mbt(target):
+        return sorted((r["optim"], r["seed"]) for r in select(records, by_name(target)).records
+                      if r["model"] == "resnet18")
+
+    assert resnet18_mbt("table3") == resnet18_mbt("table2") == [
+        ("mbt_mmt", 0), ("mbt_mmt", 1), ("mbt_nag", 2)]
+    # and a Table 2 cell that `make reproduce-table3` made first counts for autolr too
+    records[0]["experiment"] = "table3"
+    assert ("mbt_mmt", 0) in resnet18_mbt("autolr")
+
+
 def test_target_without_runs_of_its_own_takes_the_first_sharing_experiments_settings():
     # Table 3 shares ResNet18 MBT cells with Table 2 (8-epoch presets) and Figure 3 (longer):
     # with none of its own yet, it must not pool a 3-epoch and a 5-epoch run of one cell.

@@ -53,7 +53,10 @@ TARGETS: tuple[Target, ...] = (
         "table3", "Table 3", "MBT-MMT / MBT-NAG accuracy, 5 models × CIFAR10/100",
         kind="train", cell_of=lambda r: (r["model"], r["dataset"], r["optim"]),
         build=tables.table3, protocol_note="200 epochs, start lr 1e-2",
-        shared=Shared(("table2", "fig3", "mbt_gap"), _mbt_at_1e2(("mbt_mmt", "mbt_nag")))),
+        # autolr's cpu preset ran MBT-MMT's seeds 1-2 at 1e-2, Table 2's cells (one run
+        # key), so Table 3's ResNet18 row takes them as Table 2 does.
+        shared=Shared(("table2", "fig3", "mbt_gap", "autolr"),
+                      _mbt_at_1e2(("mbt_mmt", "mbt_nag")))),
     Target(
         "fig2b", "Fig. 2(b)", "Two-way Backtracking GD lr vs iterate, full batch",
         kind="train", build=figures.fig2b, variants=None,
@@ -77,7 +80,7 @@ TARGETS: tuple[Target, ...] = (
         # setting per report, the one most runs have.
         selector=select_majority_settings,
         # Its cpu SGD/NAG grid and MBT runs are Table 2's cells (see table2's shared).
-        shared=Shared(("table2", "mbt_gap"), _table2_cell),
+        shared=Shared(("table2", "table3", "mbt_gap"), _table2_cell),
         cell_of=lambda r: (r.get("model"), r.get("dataset"), r.get("optim"),
                            lr_key(r.get("lr") or 0.0)),
         protocol_note="ResNet18 / CIFAR10, 200 epochs, batch 200; tuned baselines over the "
