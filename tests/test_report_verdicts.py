@@ -166,10 +166,29 @@ def test_table3_ranking_against_the_papers(tmp_path):
                                  ("resnet18", 92.0, 0), ("mobilenetv2", 93.0, 0))]
     build("table3", records, tmp_path)
     md = (tmp_path / "table3.md").read_text()
+    # seed std 0.71 (DenseNet121's two seeds): DenseNet121-ResNet18 (1.5) and
+    # DenseNet121-MobileNetV2 (2.5) are apart, both against the paper's order;
+    # ResNet18-MobileNetV2 (1.0) is within 2 std
     assert "| CIFAR10 MBT-NAG | 3 | MobileNetV2 > ResNet18 > DenseNet121 | DenseNet121 > " \
-        "ResNet18 > MobileNetV2 | -1.00 | -1.00 |" in md
-    assert "| CIFAR10 MBT-MMT | 0 | — | — | n/a | n/a |" in md
+        "ResNet18 > MobileNetV2 | -1.00 | -1.00 | 0.71 | 0 of 2 (2 of 3 pairs apart) |" in md
+    assert "| CIFAR10 MBT-MMT | 0 | — | — | n/a | n/a | — | n/a |" in md
     assert "| DenseNet121 | — | 90.50 ± 0.71 (3) / 94.54 (1) | — | — |" in md
+
+
+def test_table3_pairs_apart_follow_the_seed_std(tmp_path):
+    # two seeds of ResNet18 (90, 94: std 2.83) put every gap below 5.66 within noise
+    records = [train_record("table3", "mbt_nag", 0.01, model=m, accs=(50.0, acc), seed=s)
+               for m, acc, s in (("resnet18", 90.0, 0), ("resnet18", 94.0, 1),
+                                 ("densenet121", 95.0, 0), ("mobilenetv2", 80.0, 0))]
+    build("table3", records, tmp_path)
+    md = (tmp_path / "table3.md").read_text()
+    # ResNet18 92 vs DenseNet121 95: within 5.66; MobileNetV2 80 is apart from both, and
+    # the paper has it last too
+    assert "| 2.83 | 2 of 2 (2 of 3 pairs apart) |" in md
+    one_seed = [r for r in records if r["seed"] == 0]
+    build("table3", one_seed, tmp_path / "one_seed")
+    assert "| n/a (no model with 2 or more seeds) |" in \
+        (tmp_path / "one_seed" / "table3.md").read_text()
 
 
 # --- Figure 3 -----------------------------------------------------------------------------

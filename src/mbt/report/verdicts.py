@@ -344,6 +344,18 @@ def _best_first(values: list[float], models: list[str]) -> str:
     return " > ".join(DISPLAY.get(m, m) for _, m in pairs)
 
 
+def _pairs_apart(ours: list[float], paper_: list[float], noise: float | None) -> str:
+    """How many model pairs differ (ours) by more than twice the seed std, and how many of
+    those the paper orders the same way: with one seed for most models, a smaller gap is
+    not a ranking."""
+    if noise is None:
+        return "n/a (no model with 2 or more seeds)"
+    pairs = [(i, j) for i in range(len(ours)) for j in range(i + 1, len(ours))]
+    apart = [(i, j) for i, j in pairs if abs(ours[i] - ours[j]) > 2 * noise]
+    same = sum((ours[i] - ours[j]) * (paper_[i] - paper_[j]) > 0 for i, j in apart)
+    return f"{same} of {len(apart)} ({len(apart)} of {len(pairs)} pairs apart)"
+
+
 def table3_lines(rows: list[dict]) -> list[str]:
     """Our ranking of the models against the paper's, per data set and optimizer, over the
     models both have (the paper's rank among those same models)."""
@@ -361,18 +373,28 @@ def table3_lines(rows: list[dict]) -> list[str]:
             per_model.setdefault(r["model"], {})[label] = (
                 f"{ours_text} ({_rank(ro)}) / {r['paper']} ({_rank(rp)})")
         models = [r["model"] for r in both]
+        stds = [r["ours_best_std"] for r in both
+                if (r.get("n") or 0) > 1 and r.get("ours_best_std") is not None]
+        noise = max(stds) if stds else None
         summary.append([label, len(both), _best_first(ours, models),
                         _best_first(paper_, models), _corr(spearman(ours, paper_)),
-                        _corr(kendall(ours, paper_))])
+                        _corr(kendall(ours, paper_)),
+                        "—" if noise is None else f"{noise:.2f}",
+                        _pairs_apart(ours, paper_, noise) if len(both) > 1 else "n/a"])
     labels = [s[0] for s in summary]
     return ["## Claim-level verdicts: our ranking of the models / the paper's", "",
             "Per data set and optimizer, the models both we and the paper have, ranked by "
             "best accuracy (ours: mean ± sample std over seeds; 1 = best; ties share the "
             "average rank; the paper's rank is among the same models). Spearman ρ and "
             "Kendall τ-b "
-            "between the two rankings; n/a with fewer than 2 models or all equal.", "",
+            "between the two rankings; n/a with fewer than 2 models or all equal. Seed std: "
+            "the largest sample std of a model run with 2 or more seeds; a pair of models "
+            "counts as *apart* when our accuracies differ by more than twice it, and the last "
+            "column says how many of those pairs the paper orders the same way (a closer pair "
+            "is within seed noise, whatever the ranking says).", "",
             *md_table(["data, optimizer", "models", "ours, best first", "paper, best first",
-                       "Spearman ρ", "Kendall τ"], summary), "",
+                       "Spearman ρ", "Kendall τ", "seed std",
+                       "pairs apart: in the paper's order"], summary), "",
             "### Accuracy per model: ours (rank) / paper (rank)", "",
             *(md_table(["model", *labels],
                        [[DISPLAY.get(m, m), *(cells.get(c, "") for c in labels)]
