@@ -305,8 +305,8 @@ def _found_lr_line(runs_of: dict[Hashable, list[dict]]) -> str:
     if not parts:
         return ""
     return ("- **The lr MBT found** (each run's mean over its epochs; the start lr is only "
-            "where each search's two-way backtracking begins, and it grows up to "
-            "`lr_max`): " + "; ".join(parts) + ".")
+            "where each search's two-way backtracking begins: it grows or shrinks by β "
+            "until Armijo's test flips, within [`lr_min`, `lr_max`]): " + "; ".join(parts) + ".")
 
 
 def table2_lines(rows: list[dict], records: list[dict],
@@ -345,13 +345,14 @@ def _best_first(values: list[float], models: list[str]) -> str:
 
 
 def _pairs_apart(ours: list[float], paper_: list[float], noise: float | None) -> str:
-    """How many model pairs differ (ours) by more than twice the seed std, and how many of
-    those the paper orders the same way: with one seed for most models, a smaller gap is
+    """How many model pairs differ (ours) by more than two std of the difference of two
+    one-seed runs (2·√2·σ), and how many of those the paper orders the same way (a pair
+    the paper ties is not in its order): with one seed for most models, a smaller gap is
     not a ranking."""
     if noise is None:
-        return "n/a (no model with 2 or more seeds)"
+        return "n/a (no seed std: no model with 2 or more seeds that differ)"
     pairs = [(i, j) for i in range(len(ours)) for j in range(i + 1, len(ours))]
-    apart = [(i, j) for i, j in pairs if abs(ours[i] - ours[j]) > 2 * noise]
+    apart = [(i, j) for i, j in pairs if abs(ours[i] - ours[j]) > 2 * math.sqrt(2) * noise]
     same = sum((ours[i] - ours[j]) * (paper_[i] - paper_[j]) > 0 for i, j in apart)
     return f"{same} of {len(apart)} ({len(apart)} of {len(pairs)} pairs apart)"
 
@@ -373,8 +374,9 @@ def table3_lines(rows: list[dict]) -> list[str]:
             per_model.setdefault(r["model"], {})[label] = (
                 f"{ours_text} ({_rank(ro)}) / {r['paper']} ({_rank(rp)})")
         models = [r["model"] for r in both]
+        # a std of 0 (two equal seeds, or one finite best of two runs) estimates nothing
         stds = [r["ours_best_std"] for r in both
-                if (r.get("n") or 0) > 1 and r.get("ours_best_std") is not None]
+                if (r.get("n") or 0) > 1 and (r.get("ours_best_std") or 0) > 0]
         noise = max(stds) if stds else None
         summary.append([label, len(both), _best_first(ours, models),
                         _best_first(paper_, models), _corr(spearman(ours, paper_)),
@@ -387,11 +389,13 @@ def table3_lines(rows: list[dict]) -> list[str]:
             "best accuracy (ours: mean ± sample std over seeds; 1 = best; ties share the "
             "average rank; the paper's rank is among the same models). Spearman ρ and "
             "Kendall τ-b "
-            "between the two rankings; n/a with fewer than 2 models or all equal. Seed std: "
-            "the largest sample std of a model run with 2 or more seeds; a pair of models "
-            "counts as *apart* when our accuracies differ by more than twice it, and the last "
-            "column says how many of those pairs the paper orders the same way (a closer pair "
-            "is within seed noise, whatever the ranking says).", "",
+            "between the two rankings; n/a with fewer than 2 models or all equal. Seed std "
+            "σ: the largest sample std of a model run with 2 or more seeds (most models run "
+            "one seed, so it is a rough estimate); a pair of models counts as *apart* when "
+            "our accuracies differ by more than 2·√2·σ (two std of the difference of two "
+            "one-seed runs), and the last column says how many of those pairs the paper "
+            "orders the same way (a closer pair is within seed noise, whatever the ranking "
+            "says).", "",
             *md_table(["data, optimizer", "models", "ours, best first", "paper, best first",
                        "Spearman ρ", "Kendall τ", "seed std",
                        "pairs apart: in the paper's order"], summary), "",
