@@ -130,8 +130,8 @@ def test_table2_found_lr_per_start_lr(tmp_path):
     md = (tmp_path / "table2.md").read_text()
     # MBT-NAG seed 0: 1e-2 0.03, 1 0.02, 1e-4 0.04 -> 0.02-0.04, max/min 2; its seeds at
     # 1e-2: 0.03 and 0.02 -> max/min 1.5; MBT-MMT has one start lr: left out
-    assert "within [`lr_min`, `lr_max`]): MBT-NAG, seed 0 over 3 start lrs: 0.02–0.04 (max/min 2.00); its 2 " \
-        "seeds at start lr 1e-2: 0.02–0.03 (max/min 1.50)." in md
+    assert "within [`lr_min`, `lr_max`]): MBT-NAG, seed 0 over 3 start lrs: 0.02–0.04 " \
+        "(max/min 2.00); its 2 seeds at start lr 1e-2: 0.02–0.03 (max/min 1.50)." in md
     build("table2", [r for r in records if r["optim"] != "mbt_nag"], tmp_path / "no_nag")
     assert "The lr MBT found" not in (tmp_path / "no_nag" / "table2.md").read_text()
 
