@@ -159,11 +159,15 @@ def test_table2_verdicts_say_n_a_where_cells_are_missing(tmp_path):
 
 # --- Table 3 ------------------------------------------------------------------------------
 
+def _nag(model: str, acc: float, seed: int = 0) -> dict:
+    """A Table 3 MBT-NAG run of ``model`` whose best test accuracy is ``acc``."""
+    return train_record("table3", "mbt_nag", 0.01, model=model, accs=(50.0, acc), seed=seed)
+
+
 def test_table3_ranking_against_the_papers(tmp_path):
     # the paper: DenseNet121 94.54 > ResNet18 93.85 > MobileNetV2 91.78 (CIFAR10 MBT-NAG)
-    records = [train_record("table3", "mbt_nag", 0.01, model=m, accs=(50.0, acc), seed=s)
-               for m, acc, s in (("densenet121", 90.0, 0), ("densenet121", 91.0, 1),
-                                 ("resnet18", 92.0, 0), ("mobilenetv2", 93.0, 0))]
+    records = [_nag("densenet121", 90.0), _nag("densenet121", 91.0, 1),
+               _nag("resnet18", 92.0), _nag("mobilenetv2", 93.0)]
     build("table3", records, tmp_path)
     md = (tmp_path / "table3.md").read_text()
     # seed std 0.71 (DenseNet121's two seeds), so apart means more than 2·√2·0.71 = 2.0:
@@ -177,27 +181,23 @@ def test_table3_ranking_against_the_papers(tmp_path):
 
 def test_table3_pairs_apart_follow_the_seed_std(tmp_path):
     # two seeds of ResNet18 (90, 94: std 2.83) put every gap up to 2·√2·2.83 = 8 within noise
-    records = [train_record("table3", "mbt_nag", 0.01, model=m, accs=(50.0, acc), seed=s)
-               for m, acc, s in (("resnet18", 90.0, 0), ("resnet18", 94.0, 1),
-                                 ("densenet121", 95.0, 0), ("mobilenetv2", 80.0, 0))]
+    records = [_nag("resnet18", 90.0), _nag("resnet18", 94.0, 1), _nag("densenet121", 95.0),
+               _nag("mobilenetv2", 80.0)]
     build("table3", records, tmp_path)
     md = (tmp_path / "table3.md").read_text()
     # ResNet18 92 vs DenseNet121 95: within 8; MobileNetV2 80 is 12 and 15 away, and the
     # paper has it last too
     assert "| 2.83 | 2 of 2 (2 of 3 pairs apart) |" in md
 
-    def nag(model, acc, seed=0):
-        return train_record("table3", "mbt_nag", 0.01, model=model, accs=(50.0, acc), seed=seed)
-
     # ResNet18 at 87.9 (85.9, 89.9: std 2.83) is 7.9 from MobileNetV2: over 2σ (5.66),
     # under 2·√2·σ (8), so not apart
-    near = [nag("resnet18", 85.9), nag("resnet18", 89.9, 1), nag("densenet121", 95.0),
-            nag("mobilenetv2", 80.0)]
+    near = [_nag("resnet18", 85.9), _nag("resnet18", 89.9, 1), _nag("densenet121", 95.0),
+            _nag("mobilenetv2", 80.0)]
     build("table3", near, tmp_path / "near")
     assert "| 2.83 | 1 of 1 (1 of 3 pairs apart) |" in (tmp_path / "near" / "table3.md").read_text()
     # one seed, or two seeds that agree (std 0): no noise estimate, no verdict
-    one_seed = [nag("resnet18", 90.0), nag("densenet121", 95.0)]
-    for name, recs in (("one_seed", one_seed), ("same", [*one_seed, nag("resnet18", 90.0, 1)])):
+    one_seed = [_nag("resnet18", 90.0), _nag("densenet121", 95.0)]
+    for name, recs in (("one_seed", one_seed), ("same", [*one_seed, _nag("resnet18", 90.0, 1)])):
         build("table3", recs, tmp_path / name)
         assert "| — | n/a (no seed std: no model with 2 or more seeds that differ) |" in \
             (tmp_path / name / "table3.md").read_text()
