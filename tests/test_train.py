@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -270,21 +269,35 @@ def test_checkpoint_unreadable_everywhere_starts_over(tmp_path):
     assert len(notes) == 1 and "starting over" in notes[0]
 
 
+# The process kills itself with SIGKILL right after its first checkpoint lands: a hard kill
+# at a known point. Polling for last.pt from outside raced the run (2 tiny steps per epoch
+# finished all 3 epochs before the signal arrived on a busy CI machine).
+_KILL_AFTER_FIRST_SAVE = """
+import os, signal, sys
+from mbt import checkpoint
+_save = checkpoint.save
+def save(*a, **k):
+    path = _save(*a, **k)
+    os.kill(os.getpid(), signal.SIGKILL)
+    return path
+checkpoint.save = save
+from mbt.train import main
+sys.argv = ["mbt.train", *sys.argv[1:]]
+main()
+"""
+
+
 @pytest.mark.integration
 def test_killed_process_resumes_and_ledger_has_one_record(cifar10_root, tmp_path):
     over = [*tiny_overrides(cifar10_root, tmp_path), "optim=sgd", "logger=none",
             "trainer.epochs=3"]
-    proc = subprocess.Popen([sys.executable, "-m", "mbt.train", *over], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while not list(tmp_path.glob("*/last.pt")) and time.time() < deadline:
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    killed = subprocess.run([sys.executable, "-c", _KILL_AFTER_FIRST_SAVE, *over], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=240)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
     ckpt = torch.load(next(tmp_path.glob("*/last.pt")), weights_only=True)
-    assert ckpt["epoch"] < 3, "the run finished before it could be killed"
+    assert ckpt["epoch"] == 1
+    assert not (tmp_path / "ledger.jsonl").exists() or not list(
+        ledger.read(tmp_path / "ledger.jsonl")), "a killed run wrote no record"
     done = run_cli(*over, "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert f"resuming at epoch {ckpt['epoch'] + 1}" in done.stderr
