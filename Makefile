@@ -179,8 +179,12 @@ levelling-ood: install ## issue 25's epoch check (protocol cpu) -> results/level
 
 reproduce-all: reproduce-toy reproduce-table1 reproduce-table2 reproduce-table3 reproduce-fig2 reproduce-fig3 ## every target above
 
-report: install ## rebuild every table and figure from the ledger (never trains)
-	$(REPORT) all
+# Without LEDGER= and before any sweep of yours has written runs/ledger.jsonl, `make report`
+# rebuilds results/ from the committed records (and so leaves them unchanged).
+REPORT_LEDGER = $(if $(and $(filter file,$(origin LEDGER)),$(if $(wildcard $(LEDGER)),,no)),results/ledger.jsonl,$(LEDGER))
+report: install ## rebuild every table and figure from the ledger (never trains; default: runs/ledger.jsonl, else the committed results/ledger.jsonl)
+	@$(if $(filter-out $(LEDGER),$(REPORT_LEDGER)),echo "report: no $(LEDGER) yet: reading the committed $(REPORT_LEDGER)")
+	$(if $(filter status,$(LAUNCHER)),@true,$(PY) -m mbt.report --ledger $(REPORT_LEDGER)) all
 
 bench: install ## speed: reference vs fast pipeline, MBT-NAG vs NAG -> results/bench.{md,json}
 	$(PY) -m mbt.bench $(ARGS)

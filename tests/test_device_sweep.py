@@ -243,3 +243,18 @@ def test_reproduce_mbt_gap_runs_both_sweeps_and_only_under_cpu(tmp_path):
     assert proc.returncode == 2
     assert "reproduce-mbt-gap is defined for PROTOCOL=cpu only" in proc.stderr
     assert len(log.read_text().splitlines()) == 2  # nothing more ran
+
+
+def test_make_report_reads_the_committed_ledger_until_a_sweep_writes_its_own(tmp_path):
+    def ledger_read(*variables: str) -> str:
+        proc = subprocess.run(
+            ["make", "--no-print-directory", "-n", "-f", str(REPO_ROOT / "Makefile"), "report",
+             "NO_INSTALL=1", "PY=py", *variables],
+            cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True)
+        return proc.stdout.split("--ledger ")[1].split()[0]
+
+    assert ledger_read() == "results/ledger.jsonl"
+    assert ledger_read("LEDGER=mine.jsonl") == "mine.jsonl"  # asked for: used, even if absent
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "ledger.jsonl").write_text("")
+    assert ledger_read() == "runs/ledger.jsonl"
