@@ -170,9 +170,10 @@ def test_table3_ranking_against_the_papers(tmp_path):
                _nag("resnet18", 92.0), _nag("mobilenetv2", 93.0)]
     build("table3", records, tmp_path)
     md = (tmp_path / "table3.md").read_text()
-    # seed std 0.71 (DenseNet121's two seeds), so apart means more than 2·√2·0.71 = 2.0:
+    # seed std 0.71 (DenseNet121's two seeds), so apart means more than 2·0.71·√(1/2 + 1)
+    # = 1.73 from DenseNet121 (2 seeds) and 2·√2·0.71 = 2.0 between the one-seed models:
     # DenseNet121-MobileNetV2 (2.5) is, against the paper's order; DenseNet121-ResNet18
-    # (1.5, over 2σ but not 2√2σ) and ResNet18-MobileNetV2 (1.0) are not
+    # (1.5) and ResNet18-MobileNetV2 (1.0) are not
     assert "| CIFAR10 MBT-NAG | 3 | MobileNetV2 > ResNet18 > DenseNet121 | DenseNet121 > " \
         "ResNet18 > MobileNetV2 | -1.00 | -1.00 | 0.71 | 0 of 1 (1 of 3 pairs apart) |" in md
     assert "| CIFAR10 MBT-MMT | 0 | — | — | n/a | n/a | — | n/a |" in md
@@ -189,10 +190,11 @@ def test_table3_pairs_apart_follow_the_seed_std(tmp_path):
     # paper has it last too
     assert "| 2.83 | 2 of 2 (2 of 3 pairs apart) |" in md
 
-    # ResNet18 at 87.9 (85.9, 89.9: std 2.83) is 7.9 from MobileNetV2: over 2σ (5.66),
-    # under 2·√2·σ (8), so not apart
+    # ResNet18 at 87.9 (85.9, 89.9: std 2.83, 2 seeds) is 7.1 from DenseNet121 (one seed):
+    # over 2·2.83·√(1/2 + 1) = 6.93, so apart; MobileNetV2 at 87.5 (one seed) is 7.5 from
+    # DenseNet121: under 2·√2·2.83 = 8 for two one-seed models, so not apart
     near = [_nag("resnet18", 85.9), _nag("resnet18", 89.9, 1), _nag("densenet121", 95.0),
-            _nag("mobilenetv2", 80.0)]
+            _nag("mobilenetv2", 87.5)]
     build("table3", near, tmp_path / "near")
     assert "| 2.83 | 1 of 1 (1 of 3 pairs apart) |" in (tmp_path / "near" / "table3.md").read_text()
     # one seed, or two seeds that agree (std 0): no noise estimate, no verdict
@@ -201,6 +203,20 @@ def test_table3_pairs_apart_follow_the_seed_std(tmp_path):
         build("table3", recs, tmp_path / name)
         assert "| — | n/a (no seed std: no model with 2 or more seeds that differ) |" in \
             (tmp_path / name / "table3.md").read_text()
+
+
+def test_table3_seed_std_pools_the_models_run_with_seeds(tmp_path):
+    # ResNet18 (90, 94: s 2.83, 1 dof) and DenseNet121 (95, 95.5, 96: s 0.5, 2 dof) pool to
+    # √((8 + 2·0.25) / 3) = 1.68, not the larger 2.83; MobileNetV2 (one seed) adds nothing
+    records = [_nag("resnet18", 90.0), _nag("resnet18", 94.0, 1), _nag("densenet121", 95.0),
+               _nag("densenet121", 95.5, 1), _nag("densenet121", 96.0, 2),
+               _nag("mobilenetv2", 88.0)]
+    build("table3", records, tmp_path)
+    md = (tmp_path / "table3.md").read_text()
+    # apart: ResNet18 92 - DenseNet121 95.5 is 3.5 > 2·1.68·√(1/2 + 1/3) = 3.07, and
+    # DenseNet121 - MobileNetV2 7.5 > 2·1.68·√(1/3 + 1) = 3.89; ResNet18 - MobileNetV2 4.0
+    # is under 2·1.68·√(1/2 + 1) = 4.12
+    assert "| 1.68 | 2 of 2 (2 of 3 pairs apart) |" in md
 
 
 # --- Figure 3 -----------------------------------------------------------------------------

@@ -344,15 +344,28 @@ def _best_first(values: list[float], models: list[str]) -> str:
     return " > ".join(DISPLAY.get(m, m) for _, m in pairs)
 
 
-def _pairs_apart(ours: list[float], paper_: list[float], noise: float | None) -> str:
-    """How many model pairs differ (ours) by more than two std of the difference of two
-    one-seed runs (2·√2·σ), and how many of those the paper orders the same way (a pair
-    the paper ties is not in its order): with one seed for most models, a smaller gap is
-    not a ranking."""
+def _pooled_std(rows: list[dict]) -> float | None:
+    """The seed std pooled over the models run with 2 or more seeds,
+    √(Σ (nᵢ − 1) sᵢ² / Σ (nᵢ − 1)); None when none has. A std of 0 (two equal seeds, or one
+    finite best of two runs) estimates nothing and is left out."""
+    seeded = [(r["n"], r["ours_best_std"]) for r in rows
+              if (r.get("n") or 0) > 1 and (r.get("ours_best_std") or 0) > 0]
+    if not seeded:
+        return None
+    return math.sqrt(sum((n - 1) * s * s for n, s in seeded) / sum(n - 1 for n, _ in seeded))
+
+
+def _pairs_apart(ours: list[float], seeds: list[int], paper_: list[float],
+                 noise: float | None) -> str:
+    """How many model pairs differ (ours) by more than two std of the difference of their
+    means, 2·σ·√(1/nᵢ + 1/nⱼ) over nᵢ and nⱼ seeds, and how many of those the paper orders
+    the same way (a pair the paper ties is not in its order): a smaller gap is not a
+    ranking."""
     if noise is None:
         return "n/a (no seed std: no model with 2 or more seeds that differ)"
     pairs = [(i, j) for i in range(len(ours)) for j in range(i + 1, len(ours))]
-    apart = [(i, j) for i, j in pairs if abs(ours[i] - ours[j]) > 2 * math.sqrt(2) * noise]
+    apart = [(i, j) for i, j in pairs if abs(ours[i] - ours[j])
+             > 2 * noise * math.sqrt(1 / seeds[i] + 1 / seeds[j])]
     same = sum((ours[i] - ours[j]) * (paper_[i] - paper_[j]) > 0 for i, j in apart)
     return f"{same} of {len(apart)} ({len(apart)} of {len(pairs)} pairs apart)"
 
@@ -374,15 +387,12 @@ def table3_lines(rows: list[dict]) -> list[str]:
             per_model.setdefault(r["model"], {})[label] = (
                 f"{ours_text} ({_rank(ro)}) / {r['paper']} ({_rank(rp)})")
         models = [r["model"] for r in both]
-        # a std of 0 (two equal seeds, or one finite best of two runs) estimates nothing
-        stds = [r["ours_best_std"] for r in both
-                if (r.get("n") or 0) > 1 and (r.get("ours_best_std") or 0) > 0]
-        noise = max(stds) if stds else None
+        noise, seeds = _pooled_std(both), [r.get("n") or 1 for r in both]
         summary.append([label, len(both), _best_first(ours, models),
                         _best_first(paper_, models), _corr(spearman(ours, paper_)),
                         _corr(kendall(ours, paper_)),
                         "—" if noise is None else f"{noise:.2f}",
-                        _pairs_apart(ours, paper_, noise) if len(both) > 1 else "n/a"])
+                        _pairs_apart(ours, seeds, paper_, noise) if len(both) > 1 else "n/a"])
     labels = [s[0] for s in summary]
     return ["## Claim-level verdicts: our ranking of the models / the paper's", "",
             "Per data set and optimizer, the models both we and the paper have, ranked by "
@@ -390,10 +400,11 @@ def table3_lines(rows: list[dict]) -> list[str]:
             "average rank; the paper's rank is among the same models). Spearman ρ and "
             "Kendall τ-b "
             "between the two rankings; n/a with fewer than 2 models or all equal. Seed std "
-            "σ: the largest sample std of a model run with 2 or more seeds (most models run "
-            "one seed, so it is a rough estimate); a pair of models counts as *apart* when "
-            "our accuracies differ by more than 2·√2·σ (two std of the difference of two "
-            "one-seed runs), and the last column says how many of those pairs the paper "
+            "σ: the sample std pooled over the models run with 2 or more seeds "
+            "(√(Σ (nᵢ − 1) sᵢ² / Σ (nᵢ − 1))); a pair of models run with nᵢ and nⱼ seeds "
+            "counts as *apart* when our mean accuracies differ by more than "
+            "2·σ·√(1/nᵢ + 1/nⱼ) (two std of the difference of the two means; 2·√2·σ for "
+            "two one-seed models), and the last column says how many of those pairs the paper "
             "orders the same way (a closer pair is within seed noise, whatever the ranking "
             "says).", "",
             *md_table(["data, optimizer", "models", "ours, best first", "paper, best first",
