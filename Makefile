@@ -29,7 +29,8 @@ PIPELINE ?=
 SWEEP = protocol=$(PROTOCOL) hydra/launcher=$(LAUNCHER) paths.ledger=$(LEDGER) $(if $(DATA_ROOT),data.root=$(DATA_ROOT)) $(if $(PIPELINE),data.pipeline=$(PIPELINE)) $(ARGS)
 TRAIN := $(PY) -m mbt.train
 # LAUNCHER=status (conf/hydra/launcher/status.yaml) only lists what each sweep would run.
-REPORT = $(if $(filter status,$(LAUNCHER)),@true,$(PY) -m mbt.report --ledger $(LEDGER))
+REPORT_FROM = $(if $(filter status,$(LAUNCHER)),@true,$(PY) -m mbt.report --ledger $(1))
+REPORT = $(call REPORT_FROM,$(LEDGER))
 # The analytic toy runs are not ledger cells: LAUNCHER=status names them and runs nothing.
 TOY = $(if $(filter status,$(LAUNCHER)),@echo "status: a toy run (not a ledger cell) not run:",$(PY))
 # The extra seeds at each best start lr: one multirun per (optimizer, lr) cell read from
@@ -184,7 +185,7 @@ reproduce-all: reproduce-toy reproduce-table1 reproduce-table2 reproduce-table3 
 REPORT_LEDGER = $(if $(and $(filter file,$(origin LEDGER)),$(if $(wildcard $(LEDGER)),,no)),results/ledger.jsonl,$(LEDGER))
 report: install ## rebuild every table and figure from the ledger (never trains; default: runs/ledger.jsonl, else the committed results/ledger.jsonl)
 	@$(if $(filter-out $(LEDGER),$(REPORT_LEDGER)),echo "report: no $(LEDGER) yet: reading the committed $(REPORT_LEDGER)")
-	$(if $(filter status,$(LAUNCHER)),@true,$(PY) -m mbt.report --ledger $(REPORT_LEDGER)) all
+	$(call REPORT_FROM,$(REPORT_LEDGER)) all
 
 bench: install ## speed: reference vs fast pipeline, MBT-NAG vs NAG -> results/bench.{md,json}
 	$(PY) -m mbt.bench $(ARGS)
